@@ -1,0 +1,40 @@
+# The command index. `make demo` and `make test` set everything up on a fresh machine.
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+EXTRAS ?= orchestration,tracking,ui,dev
+
+.PHONY: setup demo test test-all lint format bench screenshots clean browser
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU build of torch first: the project's range keeps it (a bare `torch` pulls CUDA).
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[$(EXTRAS)]'
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv with everything the demo and the tests need
+
+demo: setup  ## pretrain (cached) and run a few sleep cycles end to end on the built-in world
+	$(BIN)/sleepcycle demo
+
+test: setup  ## the default test tier (unit + integration against local servers)
+	$(BIN)/python -m pytest
+
+test-all: setup  ## every tier runnable here, including slow science checks
+	$(BIN)/python -m pytest -m "not gpu"
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+bench: setup  ## the baseline and sleep benchmarks (JSON + table under bench/results)
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,5 @@
+import sys
+
+from sleepcycle.cli import main
+
+sys.exit(main())

@@ -1,0 +1,301 @@
+"""The continual-learning bench: one runner, several methods, one JSON shape that later tools read.
+
+Each method starts from the same pretrained champion, meets the same wake days and may spend the same
+training-token budget per day (`train.tokens_per_day`, recorded in the JSON). After every day the model
+is probed on every snapshot, which fills the accuracy matrix (see `sleepcycle.evaluate`).
+
+    sleepcycle bench --method sft-replay --days 5 --json bench/results/sft-replay.json
+
+Methods
+- ``in-context``: no training; the documents seen so far (most recent first) go in the prompt,
+  truncated to the context window. Strong on what fits, blind to what does not.
+- ``sft``: fine-tune on each day's wake documents.
+- ``sft-replay``: the same, half of every batch drawn from the bounded replay buffer.
+- the sleep methods (``sleep-nodream``, ``sleep`` and their ablations) run the real stage functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from sleepcycle import models
+from sleepcycle.config import Config
+from sleepcycle.evaluate import Question, accuracy, continual_metrics, kl_drift, lm_loss
+from sleepcycle.manifests import Manifest
+from sleepcycle.pretrain import Corpus, pretrain
+from sleepcycle.replay import ReplayBuffer
+from sleepcycle.trainer import Example, Log, batches, encode, noop, train
+from sleepcycle.world import DOC_PREFIX, Document, World, documents_about
+
+MATRIX_KINDS = ("fact", "update")  # what the accuracy matrix R scores; heldout and multihop separately
+
+
+@dataclass
+class Run:
+    """The state of one bench run: the world, the current model, and what it has seen."""
+
+    cfg: Config
+    world: World
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    champion0: PreTrainedModel
+    seed: int
+    workdir: Path
+    buffer: ReplayBuffer
+    champion_manifest: Manifest | None = None
+    seen_docs: list[str] = field(default_factory=list)
+    stats: list[dict] = field(default_factory=list)
+    log: Log = noop
+
+
+def questions(world: World, day: int, as_of: int, limit: int | None) -> list[Question]:
+    docs = world.documents(day) if day > 0 else []
+    return [
+        Question(p.question, p.answer, p.aliases, p.kind, documents_about(docs, p.subject))
+        for p in world.probes(day, as_of=as_of, limit=limit)
+    ]
+
+
+def general_set(run_or_world: World, cfg: Config) -> list[Example]:
+    """A fixed reference set (fresh-people documents and questions) for general loss and KL drift."""
+    corpus = Corpus(run_or_world, cfg)
+    rng = random.Random(f"general-{cfg.world.seed}")
+    return [corpus.sample(rng) for _ in range(cfg.eval.general_examples)]
+
+
+# ----- methods ------------------------------------------------------------------------------------
+
+
+def learn_nothing(run: Run, day: int, docs: list[Document]) -> dict:
+    return {"tokens": 0}
+
+
+def learn_sft(run: Run, day: int, docs: list[Document], replay: bool = False) -> dict:
+    tc = run.cfg.train
+    day_examples = [Example("", d.text) for d in docs]
+    rng_seed = run.seed * 1000 + day
+    if not (replay and len(run.buffer)):
+        return train(
+            run.model,
+            run.tokenizer,
+            day_examples,
+            token_budget=tc.tokens_per_day,
+            batch_size=tc.batch_size,
+            lr=tc.lr,
+            seed=rng_seed,
+            log=run.log,
+            desc=f"sft day {day}",
+        )
+    max_len = run.model.config.max_position_embeddings
+    new = encode(run.tokenizer, day_examples, max_len)
+    old = encode(run.tokenizer, [Example("", t) for t in run.buffer.records], max_len)
+    n_old = max(1, round(tc.batch_size * tc.replay_ratio))
+
+    def mixed(rng: random.Random):
+        a = _forever(new, tc.batch_size - n_old, rng)
+        b = _forever(old, n_old, rng)
+        while True:
+            yield next(a) + next(b)
+
+    return train(
+        run.model,
+        run.tokenizer,
+        [],
+        token_budget=tc.tokens_per_day,
+        batch_size=tc.batch_size,
+        lr=tc.lr,
+        seed=rng_seed,
+        log=run.log,
+        desc=f"sft-replay day {day}",
+        batch_source=mixed,
+    )
+
+
+def _forever(encoded: list, size: int, rng: random.Random):
+    while True:
+        yield from batches(encoded, size, rng)
+
+
+def context_window_docs(run: Run, question_tokens: int = 48) -> tuple[str, ...]:
+    """The most recent documents that fit in the context window beside a question (oldest first)."""
+    budget = run.model.config.max_position_embeddings - question_tokens
+    kept: list[str] = []
+    for text in reversed(run.seen_docs):
+        n = len(run.tokenizer(DOC_PREFIX.format(d=text), add_special_tokens=False)["input_ids"])
+        if n > budget:
+            break
+        budget -= n
+        kept.append(text)
+    return tuple(reversed(kept))
+
+
+Learner = Callable[[Run, int, list[Document]], dict]
+METHODS: dict[str, Learner] = {
+    "in-context": learn_nothing,
+    "sft": learn_sft,
+    "sft-replay": lambda run, day, docs: learn_sft(run, day, docs, replay=True),
+}
+
+
+def _sleep_methods() -> dict[str, Learner]:
+    """The sleep methods live with the cycle (imported lazily: they pull in the seeding code)."""
+    try:
+        from sleepcycle.cycle import BENCH_METHODS
+    except ImportError:
+        return {}
+    return BENCH_METHODS
+
+
+def all_methods() -> dict[str, Learner]:
+    return {**METHODS, **_sleep_methods()}
+
+
+# ----- the runner ---------------------------------------------------------------------------------
+
+
+def evaluate_row(run: Run, cycle: int, days: int, in_context: bool) -> dict[str, list[float]]:
+    """Accuracy on every snapshot's probes after `cycle`, per probe kind."""
+    limit = run.cfg.eval.probes_per_day
+    window = context_window_docs(run) if in_context and run.seen_docs else ()
+    row: dict[str, list[float]] = {"matrix": [], "heldout": [], "multihop": []}
+    for j in range(days + 1):
+        qs = questions(run.world, j, as_of=cycle, limit=limit)
+        if window:
+            qs = [Question(q.question, q.answer, q.aliases, q.kind, window) for q in qs]
+        use_docs = bool(window)
+        for key, kinds in (("matrix", MATRIX_KINDS), ("heldout", ("heldout",)), ("multihop", ("multihop",))):
+            sel = [q for q in qs if q.kind in kinds]
+            acc, _ = accuracy(
+                run.model,
+                run.tokenizer,
+                sel,
+                with_docs=use_docs,
+                max_new_tokens=run.cfg.eval.max_new_tokens,
+                batch_size=run.cfg.eval.batch_size,
+            )
+            row[key].append(acc)
+    return row
+
+
+def in_context_ceiling(run: Run, day: int) -> float:
+    """The teacher's ceiling on day `day`: the current model with each probe's own documents in the prompt."""
+    qs = [q for q in questions(run.world, day, as_of=day, limit=run.cfg.eval.probes_per_day) if q.kind in MATRIX_KINDS]
+    acc, _ = accuracy(run.model, run.tokenizer, qs, with_docs=True, max_new_tokens=run.cfg.eval.max_new_tokens)
+    return acc
+
+
+def machine() -> dict:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+
+
+def run_bench(
+    cfg: Config,
+    method: str,
+    days: int | None = None,
+    seed: int = 0,
+    workdir: Path | None = None,
+    log: Log = noop,
+    say: Callable[[str], None] = lambda s: None,
+) -> dict:
+    methods = all_methods()
+    if method not in methods:
+        raise ValueError(f"unknown method {method!r} (known: {', '.join(sorted(methods))})")
+    days = days or cfg.world.days
+    if days > cfg.world.days:
+        cfg = cfg.model_copy(update={"world": cfg.world.model_copy(update={"days": days})})
+    t0 = time.time()
+    champion = pretrain(cfg)
+    model, tok = models.load(champion.uri)
+    champion0, _ = models.load(champion.uri)
+    world = World(cfg.world)
+    workdir = Path(workdir or Path(os.environ.get("TMPDIR", "/tmp")) / f"sleepcycle-bench-{method}-{seed}")
+    run = Run(
+        cfg,
+        world,
+        model,
+        tok,
+        champion0,
+        seed,
+        workdir,
+        ReplayBuffer(cfg.train.replay_buffer, seed),
+        champion_manifest=champion,
+        log=log,
+    )
+    run.buffer.add_day(0, [d.text for d in world.base_documents(cfg.pretrain.base_paraphrases)])
+    general = general_set(world, cfg)
+    in_context = method == "in-context"
+    learn = methods[method]
+    torch.manual_seed(seed)
+
+    rows = [evaluate_row(run, 0, days, in_context=False)]
+    ceilings, day_stats = [], []
+    for day in range(1, days + 1):
+        docs = world.documents(day)
+        ceilings.append(in_context_ceiling(run, day))
+        t_day = time.time()
+        stats = learn(run, day, docs) or {}
+        stats = {k: v for k, v in stats.items() if isinstance(v, (int, float, str))}
+        stats["wall_clock_s"] = time.time() - t_day
+        day_stats.append(stats)
+        run.seen_docs += [d.text for d in docs]
+        run.buffer.add_day(day, [d.text for d in docs])
+        rows.append(evaluate_row(run, day, days, in_context))
+        say(
+            f"day {day}/{days}: acquired {rows[-1]['matrix'][day]:.2f}, base {rows[-1]['matrix'][0]:.2f} "
+            f"({stats['wall_clock_s']:.0f}s)"
+        )
+    matrix = [r["matrix"] for r in rows]
+    metrics = continual_metrics(matrix)
+    final = rows[-1]
+    metrics.update(
+        {
+            "in_context_ceiling": sum(ceilings) / len(ceilings),
+            "heldout_ACC": _mean_wake(final["heldout"]),
+            "multihop_ACC": _mean_wake(final["multihop"]),
+            "general_loss": lm_loss(run.model, tok, general),
+            "general_loss_before": lm_loss(champion0, tok, general),
+            "kl_drift": kl_drift(run.model, champion0, tok, general),
+        }
+    )
+    metrics["acquisition_vs_ceiling"] = metrics["acquisition"] / max(1e-9, metrics["in_context_ceiling"])
+    return {
+        "method": method,
+        "days": days,
+        "seed": seed,
+        "config": cfg.model_dump(mode="json"),
+        "matrix": matrix,
+        "matrices": {"heldout": [r["heldout"] for r in rows], "multihop": [r["multihop"] for r in rows]},
+        "metrics": metrics,
+        "in_context_ceilings": ceilings,
+        "budget": {"tokens_per_day": cfg.train.tokens_per_day, "days": day_stats},
+        "champion": {"digest": champion.digest, "uri": champion.uri},
+        "wall_clock_s": time.time() - t0,
+        "machine": machine(),
+    }
+
+
+def _mean_wake(values: list[float]) -> float:
+    vals = [v for v in values[1:] if v == v]
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+def write_result(result: dict, path: Path) -> Path:
+    from sleepcycle.manifests import atomic_write_text
+
+    return atomic_write_text(Path(path), json.dumps(result, indent=2, default=float))

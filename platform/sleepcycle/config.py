@@ -1,0 +1,218 @@
+"""Typed configuration: one frozen pydantic model per stage, unknown keys rejected, fields documented here.
+
+A profile is a YAML file under `configs/` (``tiny`` for tests, ``default`` for the demo and bench, ``gpu``
+for a real model pair). Dotted overrides such as ``distill.steps=4`` are applied on top:
+
+    cfg = load_config("default", ["distill.steps=4", "world.days=3"])
+
+Endpoints and secrets never live here: they come from the environment (see `sleepcycle.store`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class WorldConfig(Strict):
+    seed: int = 0
+    """Everything in the world (names, facts, documents, probes) is a function of this seed."""
+    base_entities: int = 96
+    """People known on day 0 (pretraining). Half of them have one fact withheld until a wake day."""
+    days: int = 5
+    """Wake days in the stream (one sleep cycle each)."""
+    new_entities_per_day: int = 8
+    """New people met on each wake day (one bio each, six facts)."""
+    new_facts_per_day: int = 6
+    """Withheld facts about day-0 people revealed per wake day."""
+    updates_per_day: int = 4
+    """Facts (city or employer) overwritten per wake day; the old answer then counts as wrong."""
+
+
+class ModelConfig(Strict):
+    """A tiny Llama (RMSNorm, SwiGLU, RoPE). ``size`` picks a preset; explicit fields override it."""
+
+    size: Literal["micro", "small", "large"] = "small"
+    vocab_size: int = 2048
+    """Byte-level BPE vocabulary trained on the world corpus (the embedding dominates tiny models)."""
+    max_positions: int = 384
+    """Context window in tokens; the `in-context` baseline truncates its documents to fit it."""
+
+
+class PretrainConfig(Strict):
+    steps: int = 3000
+    """Optimizer steps of base pretraining on day 0 plus the question-answering formats."""
+    batch_size: int = 32
+    lr: float = 3e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    seed: int = 0
+    base_paraphrases: int = 4
+    """Differently templated bios per day-0 person in the corpus."""
+    qa_fraction: float = 0.5
+    """Share of day-0 people whose closed-book QA is trained; the rest are known from bios only."""
+    mix: dict[str, float] = Field(default_factory=lambda: {"bio": 0.3, "qa": 0.2, "context_qa": 0.3, "write": 0.2})
+    """Sampling weights of the example families (bios, closed-book QA, QA over documents in the prompt
+    on freshly generated people, and the writing formats: questions, implications, rewrites)."""
+    max_context_docs: int = 3
+    """Documents in an in-context example: the relevant one plus up to this many minus one distractors."""
+
+
+class EvalConfig(Strict):
+    batch_size: int = 64
+    max_new_tokens: int = 8
+    probes_per_day: int | None = 120
+    """Cap on probes evaluated per snapshot (sampled deterministically); None evaluates all."""
+    general_examples: int = 96
+    """Size of the fixed reference set for held-out LM loss and KL drift."""
+
+
+class TrainConfig(Strict):
+    """Per-day training shared by the baselines and fast weights; the budget is what makes them comparable."""
+
+    tokens_per_day: int = 60_000
+    """Training tokens (through a backward pass) every method may spend per wake day."""
+    batch_size: int = 16
+    lr: float = 1e-3
+    replay_buffer: float = 0.1
+    """Bounded replay buffer: this fraction of all earlier records (day 0 included) is kept."""
+    replay_ratio: float = 0.5
+    """Share of each training batch drawn from the replay buffer when replay is on."""
+
+
+class DistillConfig(Strict):
+    """Knowledge Seeding (METHOD.md section 3). Defaults marked [ours] where the paper is silent."""
+
+    memory: Literal["context", "fast_weights"] = "context"
+    """Short-term memory of the teacher: wake documents in its prompt, or a fast expert trained on them."""
+    expansion: Literal["expert", "full", "grow_depth", "grow_width"] = "expert"
+    """Larger self: a new low-rank expert (default), full fine-tuning (ablation), or a grown model."""
+    rank: int = 16
+    experts_per_level: int = 5
+    """Level-1 capacity; when full, a deep sleep merges the experts into the base and resets the level."""
+    steps: int = 120
+    batch_size: int = 16
+    lr: float = 3e-3
+    lmbda: float = 0.5
+    """On-policy fraction lambda of the GKD mix (0: teacher samples only, 1: student samples only)."""
+    alpha: float = 0.5
+    """Weight of the divergence term against the Learning-to-Imitate RL term."""
+    gamma: float = 0.5
+    """Weight of the semantic judge in the LTI reward (1-gamma on the Levenshtein reward)."""
+    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "jsd"
+    beta: float = 0.5
+    """JSD interpolation (0 = forward KL limit, 1 = reverse KL limit, as in GKD/TRL)."""
+    lti: bool = True
+    lti_group: int = 4
+    """Completions sampled per prefix; advantages are normalised within the group."""
+    prefix_range: tuple[float, float] = (0.1, 0.9)
+    z0_fraction: float = 0.5
+    """Levenshtein threshold z0 as a fraction of the longer string."""
+    questions_per_doc: int = 6
+    """Questions the teacher writes about each document (sampled), besides document openings."""
+    temperature: float = 1.0
+    replay: bool = True
+    replay_fraction: float = 0.3
+    """Share of distillation prompts drawn from earlier snapshots, with the champion as teacher."""
+    fast_steps: int = 60
+    fast_lr: float = 1e-2
+    max_new_tokens: int = 48
+
+
+class DreamConfig(Strict):
+    enabled: bool = True
+    dreams_per_doc: int = 6
+    kinds: tuple[str, ...] = ("implication", "qa", "rewrite")
+    random_expert: bool = True
+    importance: Literal["grad_norm", "grad_cosine", "random"] = "grad_cosine"
+    keep_top: int = 24
+    keep_random: int = 8
+    lora_rank: int = 4
+    inner_steps: int = 4
+    inner_lr: float = 3e-2
+    restem_rounds: int = 1
+    curriculum: bool = True
+    steps: int = 60
+    lr: float = 3e-3
+    drift_budget: float = 0.05
+    """Max KL(champion || model) on the fixed reference set; exceeding it stops the run (or halves lr)."""
+    on_drift: Literal["stop", "shrink"] = "shrink"
+
+
+class GateConfig(Strict):
+    min_acquisition: float = 0.3
+    min_bwt: float = -0.05
+    max_general_loss_delta: float = 0.25
+    max_kl_drift: float = 0.1
+
+
+class Config(Strict):
+    profile: str = "default"
+    world: WorldConfig = WorldConfig()
+    model: ModelConfig = ModelConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    eval: EvalConfig = EvalConfig()
+    train: TrainConfig = TrainConfig()
+    distill: DistillConfig = DistillConfig()
+    dream: DreamConfig = DreamConfig()
+    gate: GateConfig = GateConfig()
+
+    def digest(self, *sections: str) -> str:
+        """A content hash of the named sections (all if none), for caches keyed on config."""
+        data = self.model_dump(mode="json")
+        if sections:
+            data = {k: data[k] for k in sections}
+        blob = json.dumps(data, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class ConfigError(ValueError):
+    """A config that cannot be loaded: unknown profile or key, bad value. The message is one clear line."""
+
+
+def _parse_scalar(text: str) -> Any:
+    return yaml.safe_load(text)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        path, raw = item.split("=", 1)
+        keys = path.strip().split(".")
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {k!r} is not a section")
+        node[keys[-1]] = _parse_scalar(raw)
+    return data
+
+
+def load_config(profile: str | Path = "default", overrides: list[str] | None = None) -> Config:
+    """Load a profile by name (``configs/NAME.yaml``) or path, then apply dotted overrides."""
+    path = Path(profile)
+    if not path.suffix:
+        path = CONFIG_DIR / f"{profile}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+        raise ConfigError(f"no config profile {str(profile)!r} (known: {known})")
+    data = yaml.safe_load(path.read_text()) or {}
+    data = apply_overrides(data, overrides or [])
+    try:
+        return Config(**data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        raise ConfigError(f"{path.name}: {where}: {err['msg']}") from None

@@ -1,0 +1,365 @@
+"""Generalized Distillation (METHOD.md section 3): the divergences, the Learning-to-Imitate reward, the step.
+
+Why our own loop rather than TRL's trainers: the teacher is the *same* network with privileged context
+(documents in its prompt) or with fast weights, and the student sees a different prompt for the same
+completion; teacher log-probabilities of teacher samples never change, so they are computed once and
+reused across epochs (TRL recomputes them every step); and the LTI term needs group rollouts from
+random prefixes of teacher samples, which no trainer offers. bench/distill_throughput.py compares the
+two on equal settings.
+
+Loss, minimised (the paper's L_KS is maximised; same thing with the sign flipped):
+
+    L = alpha * [ (1-lambda) D(teacher || student)(teacher samples) + lambda D(...)(student samples) ]
+        + (1-alpha) * L_LTI,   L_LTI = - mean_i A_i * mean_t log p_student(y_i,t | prefix_i, y_i,<t)
+
+with A_i the reward of completion i normalised within its group of completions of the same prefix,
+r = gamma * r_sem + (1-gamma) * r_abs, r_abs = 1 - z / max(|a|, |b|) if z <= z0 else 0 (z: Levenshtein).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from rapidfuzz.distance import Levenshtein
+from transformers import PreTrainedModel
+
+from sleepcycle.config import DistillConfig
+from sleepcycle.generate import sample_ids
+from sleepcycle.progress import progress
+from sleepcycle.trainer import Log, noop
+from sleepcycle.world import normalize_answer
+
+Divergence = Literal["forward_kl", "reverse_kl", "jsd"]
+
+
+# ----- divergences over the full vocabulary --------------------------------------------------------
+
+
+def divergence(
+    teacher_logp: torch.Tensor, student_logp: torch.Tensor, kind: Divergence, beta: float = 0.5
+) -> torch.Tensor:
+    """Per-position divergence between two log-distributions [..., vocab] -> [...].
+
+    forward_kl = KL(teacher || student); reverse_kl = KL(student || teacher); jsd = generalised JSD_beta
+    as in GKD (Agarwal et al.) and TRL: beta * KL(T || M) + (1-beta) * KL(S || M), M = beta*T + (1-beta)*S,
+    with beta = 0 and 1 taken as the forward and reverse KL limits."""
+    if kind == "forward_kl" or (kind == "jsd" and beta == 0):
+        return (teacher_logp.exp() * (teacher_logp - student_logp)).sum(-1)
+    if kind == "reverse_kl" or (kind == "jsd" and beta == 1):
+        return (student_logp.exp() * (student_logp - teacher_logp)).sum(-1)
+    if kind != "jsd":
+        raise ValueError(f"unknown divergence {kind!r}")
+    log_b, log_1b = math.log(beta), math.log(1 - beta)
+    mix = torch.logsumexp(torch.stack([teacher_logp + log_b, student_logp + log_1b]), dim=0)
+    kl_t = (teacher_logp.exp() * (teacher_logp - mix)).sum(-1)
+    kl_s = (student_logp.exp() * (student_logp - mix)).sum(-1)
+    return beta * kl_t + (1 - beta) * kl_s
+
+
+# ----- Learning to Imitate: reward and advantages --------------------------------------------------
+
+
+def levenshtein_reward(pred: str, ref: str, z0_fraction: float = 0.5) -> float:
+    """r_abs = 1 - z / max(|pred|, |ref|) when the edit distance z <= z0, else 0 (z0 = fraction * max len)."""
+    longest = max(len(pred), len(ref))
+    if longest == 0:
+        return 1.0
+    z = Levenshtein.distance(pred, ref)
+    if z > z0_fraction * longest:
+        return 0.0
+    return 1.0 - z / longest
+
+
+class ValueJudge:
+    """The built-in world's semantic judge: two texts agree when they state the same facts, i.e. their
+    normalised forms are equal, or they mention the same non-empty set of known values (cities,
+    companies, people, ...) in their first sentence. Exact and cheap; free text needs `EmbeddingJudge`."""
+
+    def __init__(self, values: Sequence[str]):
+        ordered = sorted({v for v in values if v}, key=len, reverse=True)
+        self.pattern = re.compile(r"\b(" + "|".join(re.escape(v) for v in ordered) + r")\b") if ordered else None
+
+    def mentions(self, text: str) -> frozenset[str]:
+        first = re.split(r"(?<=[.?!])\s|\n", text.strip(), maxsplit=1)[0]
+        return frozenset(self.pattern.findall(first)) if self.pattern else frozenset()
+
+    def __call__(self, pred: str, ref: str) -> float:
+        if normalize_answer(pred) == normalize_answer(ref) and normalize_answer(ref):
+            return 1.0
+        a, b = self.mentions(pred), self.mentions(ref)
+        return float(bool(b) and a == b)
+
+
+class EmbeddingJudge:
+    """Semantic agreement for free text: cosine similarity of sentence embeddings above a threshold.
+    Uses a sentence-embedding model that ships inside a PyPI package (works offline)."""
+
+    def __init__(self, threshold: float = 0.8, model: str = "all-MiniLM-L6-v2"):
+        from sentence_transformers import SentenceTransformer  # optional dependency, imported lazily
+
+        self.model, self.threshold = SentenceTransformer(model), threshold
+
+    def __call__(self, pred: str, ref: str) -> float:
+        emb = self.model.encode([pred, ref], normalize_embeddings=True)
+        return float(float(emb[0] @ emb[1]) >= self.threshold)
+
+
+def lti_reward(pred: str, ref: str, judge: Callable[[str, str], float], gamma: float, z0_fraction: float) -> float:
+    return gamma * judge(pred, ref) + (1 - gamma) * levenshtein_reward(pred, ref, z0_fraction)
+
+
+def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Normalise rewards within each group (rows): (r - mean) / (std + eps); a flat group gives zeros."""
+    mean = rewards.mean(dim=1, keepdim=True)
+    std = rewards.std(dim=1, keepdim=True, unbiased=False)
+    return (rewards - mean) / (std + eps)
+
+
+# ----- distillation data -------------------------------------------------------------------------
+
+
+@dataclass
+class Item:
+    """One distillation prompt with its teacher sample.
+
+    The student sees `student_prompt`; the teacher `teacher` sees `teacher_prompt` (the student prompt
+    with the privileged context in front, or the same prompt for fast-weight and replay teachers)."""
+
+    student_prompt: list[int]
+    teacher_prompt: list[int]
+    teacher: str
+    sample: list[int] = field(default_factory=list)
+    teacher_logp: torch.Tensor | None = None  # cached [len(sample), vocab] log-probs of the teacher
+    kind: str = "qa"
+
+
+def _completion_logp(
+    model: PreTrainedModel, prompts: Sequence[list[int]], completions: Sequence[list[int]], pad_id: int
+) -> list[torch.Tensor]:
+    """Log-distributions [len(completion), vocab] at the positions predicting each completion token."""
+    seqs = [p + c for p, c in zip(prompts, completions)]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    out = []
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        out.append(F.log_softmax(logits[i, len(p) - 1 : len(p) - 1 + len(c)].float(), dim=-1))
+    return out
+
+
+@torch.no_grad()
+def teacher_logprobs(
+    teacher: PreTrainedModel, items: Sequence[Item], completions: Sequence[list[int]], pad_id: int, batch_size: int = 32
+) -> list[torch.Tensor]:
+    out: list[torch.Tensor] = []
+    order = sorted(range(len(items)), key=lambda i: len(items[i].teacher_prompt) + len(completions[i]))
+    res: dict[int, torch.Tensor] = {}
+    for b in range(0, len(order), batch_size):
+        idx = order[b : b + batch_size]
+        logps = _completion_logp(teacher, [items[i].teacher_prompt for i in idx], [completions[i] for i in idx], pad_id)
+        res.update(zip(idx, logps))
+    out = [res[i] for i in range(len(items))]
+    return out
+
+
+# ----- the trainer ---------------------------------------------------------------------------------
+
+
+@dataclass
+class DistillStats:
+    steps: int = 0
+    tokens: int = 0
+    loss: float = float("nan")
+    divergence: float = float("nan")
+    lti_reward: float = float("nan")
+    wall_clock_s: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+
+class GeneralizedDistillation:
+    """Trains `params` of `student` to imitate `teachers` on `items` (see the module docstring)."""
+
+    def __init__(
+        self,
+        cfg: DistillConfig,
+        student: PreTrainedModel,
+        teachers: dict[str, PreTrainedModel],
+        params: Sequence[torch.nn.Parameter],
+        eos_id: int,
+        pad_id: int,
+        decode: Callable[[list[int]], str],
+        judge: Callable[[str, str], float],
+        seed: int = 0,
+    ):
+        self.cfg, self.student, self.teachers = cfg, student, teachers
+        self.params = [p for p in params if p.requires_grad]
+        if not self.params:
+            raise ValueError("nothing to train: no parameter requires grad")
+        self.eos, self.pad, self.decode, self.judge = eos_id, pad_id, decode, judge
+        self.rng = random.Random(seed)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.0)
+
+    # -- rollouts --
+    def sample_teacher(self, items: list[Item], max_new_tokens: int) -> None:
+        """Teacher samples for every item, and their cached teacher log-probs (computed once)."""
+        by_teacher: dict[str, list[int]] = {}
+        for i, it in enumerate(items):
+            by_teacher.setdefault(it.teacher, []).append(i)
+        for name, idx in by_teacher.items():
+            teacher = self.teachers[name]
+            outs = sample_ids(
+                teacher,
+                [items[i].teacher_prompt for i in idx],
+                max_new_tokens,
+                self.eos,
+                self.pad,
+                temperature=self.cfg.temperature,
+                generator=self.gen,
+            )
+            for i, o in zip(idx, outs):
+                items[i].sample = o or [self.eos]
+            logps = teacher_logprobs(teacher, [items[i] for i in idx], [items[i].sample for i in idx], self.pad)
+            for i, lp in zip(idx, logps):
+                items[i].teacher_logp = lp
+
+    def _student_samples(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        outs = sample_ids(
+            self.student,
+            prompts,
+            max_new_tokens,
+            self.eos,
+            self.pad,
+            temperature=self.cfg.temperature,
+            generator=self.gen,
+        )
+        return [o or [self.eos] for o in outs]
+
+    # -- one step --
+    def divergence_loss(self, items: list[Item]) -> tuple[torch.Tensor, int]:
+        """The lambda-mixed GKD term on a batch: each item uses a student sample with probability lambda
+        (scored by its teacher now, no gradient through sampling), else its cached teacher sample."""
+        on = [self.rng.random() < self.cfg.lmbda for _ in items]
+        completions = [it.sample for it in items]
+        if any(on):
+            idx = [i for i, o in enumerate(on) if o]
+            fresh = self._student_samples([items[i].student_prompt for i in idx], self.cfg.max_new_tokens)
+            for i, c in zip(idx, fresh):
+                completions[i] = c
+        t_logp: list[torch.Tensor | None] = [None if o else it.teacher_logp for it, o in zip(items, on)]
+        for name in {items[i].teacher for i, o in enumerate(on) if o}:
+            idx = [i for i, o in enumerate(on) if o and items[i].teacher == name]
+            for i, lp in zip(
+                idx,
+                teacher_logprobs(self.teachers[name], [items[i] for i in idx], [completions[i] for i in idx], self.pad),
+            ):
+                t_logp[i] = lp
+        s_logp = _completion_logp(self.student, [it.student_prompt for it in items], completions, self.pad)
+        per_tok = torch.cat([divergence(t, s, self.cfg.divergence, self.cfg.beta) for t, s in zip(t_logp, s_logp)])
+        tokens = sum(len(it.student_prompt) + len(c) for it, c in zip(items, completions))
+        return per_tok.mean(), tokens
+
+    def lti_loss(self, items: list[Item]) -> tuple[torch.Tensor, float, int]:
+        """Learning to Imitate: cut each teacher sample (prompt + completion as the student sees it) at a
+        random prefix, complete it `lti_group` times with the student, reward against the true rest."""
+        lo, hi = self.cfg.prefix_range
+        prefixes, refs = [], []
+        for it in items:
+            full = it.student_prompt + [t for t in it.sample if t != self.eos]
+            cut = max(1, min(len(full) - 1, round(self.rng.uniform(lo, hi) * len(full))))
+            prefixes.append(full[:cut])
+            refs.append(self.decode(full[cut:]))
+        g = self.cfg.lti_group
+        rollout_prompts = [p for p in prefixes for _ in range(g)]
+        max_new = min(self.cfg.max_new_tokens, max(len(it.student_prompt) + len(it.sample) for it in items))
+        comps = self._student_samples(rollout_prompts, max_new)
+        rewards = torch.tensor(
+            [
+                lti_reward(
+                    self.decode([t for t in c if t != self.eos]),
+                    refs[k // g],
+                    self.judge,
+                    self.cfg.gamma,
+                    self.cfg.z0_fraction,
+                )
+                for k, c in enumerate(comps)
+            ]
+        ).view(len(items), g)
+        adv = group_advantages(rewards).view(-1)
+        keep = [k for k in range(len(comps)) if adv[k] != 0]
+        tokens = sum(len(rollout_prompts[k]) + len(comps[k]) for k in keep)
+        if not keep:
+            return torch.zeros((), requires_grad=False), float(rewards.mean()), 0
+        logps = _completion_logp(self.student, [rollout_prompts[k] for k in keep], [comps[k] for k in keep], self.pad)
+        seq_logp = torch.stack(
+            [lp.gather(-1, torch.tensor(comps[k]).unsqueeze(-1)).mean() for lp, k in zip(logps, keep)]
+        )
+        loss = -(adv[keep] * seq_logp).mean()
+        return loss, float(rewards.mean()), tokens
+
+    def step(self, batch: list[Item], lti_batch: list[Item]) -> dict:
+        self.student.train()
+        div, tokens = self.divergence_loss(batch)
+        loss = div
+        reward = float("nan")
+        if self.cfg.lti and lti_batch and self.cfg.alpha < 1:
+            lti, reward, lti_tokens = self.lti_loss(lti_batch)
+            tokens += lti_tokens
+            loss = self.cfg.alpha * div + (1 - self.cfg.alpha) * lti
+        self.opt.zero_grad(set_to_none=True)
+        if loss.requires_grad:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+            self.opt.step()
+        self.student.eval()
+        return {"loss": float(loss.detach()), "divergence": float(div.detach()), "lti_reward": reward, "tokens": tokens}
+
+    def fit(
+        self, items: list[Item], steps: int, token_budget: int | None = None, log: Log = noop, desc: str = "distill"
+    ) -> DistillStats:
+        """Run up to `steps` steps (or until `token_budget` student tokens), cycling through `items`."""
+        if not items:
+            raise ValueError("no distillation items")
+        stats, t0 = DistillStats(), time.time()
+        order: list[int] = []
+        n_lti = max(1, self.cfg.batch_size // (2 * self.cfg.lti_group)) if self.cfg.lti else 0
+        base_lr = self.cfg.lr
+        with progress(total=steps, desc=desc, unit="step") as bar:
+            for step in range(steps):
+                if token_budget is not None and stats.tokens >= token_budget:
+                    break
+                for g in self.opt.param_groups:  # cosine decay to 10%
+                    g["lr"] = base_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(1, steps))))
+                if len(order) < self.cfg.batch_size:
+                    fresh = list(range(len(items)))
+                    self.rng.shuffle(fresh)
+                    order += fresh
+                batch = [items[i] for i in order[: self.cfg.batch_size]]
+                order = order[self.cfg.batch_size :]
+                lti_pool = [it for it in batch if len(it.sample) > 1] or batch
+                out = self.step(batch, self.rng.sample(lti_pool, min(n_lti, len(lti_pool))) if n_lti else [])
+                stats.steps += 1
+                stats.tokens += out["tokens"]
+                stats.history.append(out)
+                bar.update(1)
+                bar.set_postfix(loss=f"{out['loss']:.3f}")
+                log({f"distill/{k}": v for k, v in out.items() if v == v} | {"distill/step": step})
+        last = stats.history[-10:]
+        stats.loss = sum(h["loss"] for h in last) / len(last)
+        stats.divergence = sum(h["divergence"] for h in last) / len(last)
+        rewards = [h["lti_reward"] for h in stats.history if h["lti_reward"] == h["lti_reward"]]
+        stats.lti_reward = sum(rewards) / len(rewards) if rewards else float("nan")
+        stats.wall_clock_s = time.time() - t0
+        return stats

@@ -1,0 +1,572 @@
+"""Dreaming (METHOD.md section 4): the model writes its own curriculum about what it just learned, keeps
+the dreams that teach, learns to write better ones, and rehearses them.
+
+    dream(cfg, seeded, snapshot, workdir, log) -> Manifest     # the dreamed candidate checkpoint
+
+1. Generation: from the seeded model *with* the wake context, dreams of three kinds: implications
+   (restated or two-hop facts), question-answer pairs (answered with the context), rewrites. While
+   sampling, each expert-bearing layer also switches on one random extra expert (``dream`` slot).
+2. Selection by a gradient-based importance: [ours] the cosine between the dream's SFT gradient and
+   the gradient of the label-free measure tau (below), both w.r.t. the newest expert. The cosine asks
+   "does learning this dream move the model the way the context says it should?", whereas the raw
+   gradient norm rewards dreams the model finds surprising, which includes garbage; ``grad_norm`` is
+   kept as an option. Keep the top-k plus b random.
+3. Reward: each kept dream trains an isolated copy (a small LoRA delta, never a copy of the weights;
+   all copies train at once in one batched pass, see `BatchedLoRA`); reward 1 if the copy's tau beats
+   the model before. tau needs no labels: questions the model writes about the context, answered by
+   the teacher *with* the context; tau is the copy's mean probability of those answers *without* it.
+4. ReST-EM: SFT of the generator (the newest expert, in the dream-writing formats) on rewarded
+   (context, dream) pairs, then dream again.
+5. Consolidation: SFT of the newest expert on the kept dreams, easy to hard by the current loss, under
+   a KL-drift budget against the champion on a fixed reference set: exceeding it shrinks the step (or
+   stops) and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from sleepcycle.config import Config
+from sleepcycle.evaluate import kl_drift
+from sleepcycle.experts import DREAM, ExpertBank, load_checkpoint, save_checkpoint
+from sleepcycle.generate import sample_ids
+from sleepcycle.manifests import Manifest
+from sleepcycle.progress import progress
+from sleepcycle.records import write_jsonl
+from sleepcycle.seed import write_questions
+from sleepcycle.snapshot import read_documents
+from sleepcycle.trainer import Example, Log, collate, encode, lm_loss, noop
+from sleepcycle.world import DOC_PREFIX, QA_PROMPT, WRITE_IMPLICATION, WRITE_QUESTION, WRITE_REWRITE
+
+KIND_PROMPTS = {"implication": WRITE_IMPLICATION, "qa": WRITE_QUESTION, "rewrite": WRITE_REWRITE}
+
+
+@dataclass
+class Dream:
+    doc: int
+    kind: str
+    prompt: str  # what the dream trains on without context (empty for statements)
+    target: str
+    importance: float = 0.0
+    reward: float | None = None
+    kept: bool = False
+    round: int = 0
+
+    @property
+    def text(self) -> str:
+        return self.prompt + self.target
+
+    def example(self) -> Example:
+        return Example(self.prompt, self.target)
+
+    def generator_example(self, docs: Sequence[str]) -> Example:
+        """The (context, dream) pair that ReST-EM trains the generator on."""
+        written = self.prompt[len("Question: ") : -len("\nAnswer:")] if self.kind == "qa" else self.target.strip()
+        return Example(DOC_PREFIX.format(d=docs[self.doc]) + KIND_PROMPTS[self.kind], " " + written)
+
+
+# ----- generation ----------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def arm_random_expert(bank: ExpertBank, newest: str, gen: torch.Generator) -> list[str]:
+    """Fill the ``dream`` slot layer by layer with one random extra expert per layer.
+
+    [ours] Sources are the other trained level-1 experts (older knowledge); with none yet, a random
+    low-rank expert whose norm matches the newest expert's in that layer. Returns the source per layer."""
+    sources = [e for e in bank.active if e not in (newest, DREAM)]
+    params = dict(bank.model.named_parameters())
+    layers: dict[str, list[str]] = {}
+    for name in params:
+        if f".{DREAM}." in name and "lora_" in name:
+            layer = name.split(".mlp.")[0]
+            layers.setdefault(layer, []).append(name)
+    chosen = []
+    for _layer, names in sorted(layers.items()):
+        src = sources[int(torch.randint(len(sources), (1,), generator=gen))] if sources else None
+        chosen.append(src or "random")
+        for name in names:
+            ref = params[name.replace(f".{DREAM}.", f".{src or newest}.")]
+            if src:
+                params[name].copy_(ref)
+            else:
+                noise = torch.randn(ref.shape, generator=gen)
+                params[name].copy_(noise * (ref.norm() / noise.norm().clamp(min=1e-8)))
+    return chosen
+
+
+def generate_dreams(
+    cfg: Config,
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    docs: Sequence[str],
+    gen: torch.Generator,
+    round_: int = 0,
+) -> list[Dream]:
+    dc = cfg.dream
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    dec = lambda ids: tok.decode([t for t in ids if t != tok.eos_token_id], skip_special_tokens=True).strip()  # noqa: E731
+    jobs = [(i, dc.kinds[k % len(dc.kinds)]) for i in range(len(docs)) for k in range(dc.dreams_per_doc)]
+    dreams: list[Dream] = []
+    statements = [(i, kind) for i, kind in jobs if kind != "qa"]
+    if statements:
+        prompts = [enc(DOC_PREFIX.format(d=docs[i]) + KIND_PROMPTS[kind]) for i, kind in statements]
+        outs = sample_ids(model, prompts, 64, tok.eos_token_id, tok.pad_token_id, temperature=1.0, generator=gen)
+        for (i, kind), o in zip(statements, outs):
+            text = dec(o)
+            if len(text.split()) >= 3 and "\n" not in text:
+                dreams.append(Dream(i, kind, "", text, round=round_))
+    n_qa = sum(kind == "qa" for _, kind in jobs)
+    if n_qa:
+        per_doc = max(1, math.ceil(n_qa / len(docs)))
+        questions = write_questions(model, tok, docs, per_doc, gen)
+        answers = sample_ids(
+            model,
+            [enc(DOC_PREFIX.format(d=docs[i]) + QA_PROMPT.format(q=q)) for i, q in questions],
+            12,
+            tok.eos_token_id,
+            tok.pad_token_id,
+            temperature=0.0,
+        )
+        for (i, q), a in zip(questions, answers):
+            if dec(a):
+                dreams.append(Dream(i, "qa", QA_PROMPT.format(q=q), " " + dec(a), round=round_))
+    return dreams
+
+
+# ----- tau: label-free measure of what the context says ----------------------------------------------
+
+
+@dataclass
+class Tau:
+    """Questions the model wrote about each document with the answers its teacher gave with the context."""
+
+    rows: list[tuple[int, list[int], list[int]]]  # (doc, question prompt ids, answer ids incl. EOS)
+
+
+def make_tau(
+    model: PreTrainedModel, tok: PreTrainedTokenizerBase, docs: Sequence[str], per_doc: int, gen: torch.Generator
+) -> Tau:
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    qs = write_questions(model, tok, docs, per_doc, gen)
+    answers = sample_ids(
+        model,
+        [enc(DOC_PREFIX.format(d=docs[i]) + QA_PROMPT.format(q=q)) for i, q in qs],
+        12,
+        tok.eos_token_id,
+        tok.pad_token_id,
+        temperature=0.0,
+    )
+    rows = [(i, enc(QA_PROMPT.format(q=q)), a) for (i, q), a in zip(qs, answers) if len(a) > 1]
+    return Tau(rows)
+
+
+def _answer_logprob(model: PreTrainedModel, rows: list[tuple[list[int], list[int]]], pad_id: int) -> torch.Tensor:
+    """Mean log-probability per answer token for each (prompt, answer) row, as one tensor."""
+    enc = [(p + a, [False] * len(p) + [True] * len(a)) for p, a in rows]
+    batch = collate(enc, pad_id)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    labels = batch["labels"][:, 1:]
+    logp = -F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+    valid = (labels != -100).float()
+    return (logp * valid).sum(1) / valid.sum(1).clamp(min=1)
+
+
+# ----- isolated copies, all at once ---------------------------------------------------------------
+
+
+class BatchedLoRA:
+    """N independent low-rank deltas on the MLP projections of a frozen model, one per batch row group.
+
+    Row r of a batch uses delta `index[r]`; a loss summed over rows gives every delta its own gradient,
+    so N isolated copies train in one forward/backward (index -1 means no delta: the model before)."""
+
+    def __init__(self, model: PreTrainedModel, n: int, rank: int, targets: Sequence[str], seed: int = 0):
+        self.model, self.index = model, torch.zeros(0, dtype=torch.long)
+        g = torch.Generator().manual_seed(seed)
+        self.A, self.B, self.hooks = {}, {}, []
+        for name, mod in model.named_modules():
+            if isinstance(mod, torch.nn.Linear) and name.split(".")[-1] in targets:
+                a = torch.randn((n + 1, rank, mod.in_features), generator=g) / math.sqrt(mod.in_features)
+                a[n] = 0
+                self.A[name] = a.requires_grad_(True)
+                self.B[name] = torch.zeros((n + 1, mod.out_features, rank), requires_grad=True)
+                self.hooks.append(mod.register_forward_hook(self._hook(name)))
+
+    def _hook(self, name: str):
+        def add_delta(_mod, inputs, output):
+            idx = self.index
+            a, b = self.A[name][idx], self.B[name][idx]  # index -1 -> the zero delta (row n)
+            return output + torch.einsum("ntr,nor->nto", torch.einsum("nti,nri->ntr", inputs[0], a), b)
+
+        return add_delta
+
+    def parameters(self) -> list[torch.Tensor]:
+        return list(self.A.values()) + list(self.B.values())
+
+    def remove(self) -> None:
+        for h in self.hooks:
+            h.remove()
+
+
+def score_dreams(
+    cfg: Config, model: PreTrainedModel, tok: PreTrainedTokenizerBase, dreams: list[Dream], tau: Tau, seed: int
+) -> tuple[int, int]:
+    """Reward each dream (in place): 1 if its isolated copy raises tau on its document, else 0.
+    Returns (dreams scored, training tokens spent on the copies)."""
+    dc = cfg.dream
+    if not dreams or not tau.rows:
+        for d in dreams:
+            d.reward = 0.0
+        return 0, 0
+    for p in model.parameters():
+        p.requires_grad = False
+    lora = BatchedLoRA(model, len(dreams), dc.lora_rank, ["gate_proj", "up_proj", "down_proj", "c_fc", "c_proj"], seed)
+    opt = torch.optim.Adam(lora.parameters(), lr=dc.inner_lr)
+    enc = encode(tok, [d.example() for d in dreams], model.config.max_position_embeddings)
+    batch = collate(enc, tok.pad_token_id)
+    tokens = 0
+    lora.index = torch.arange(len(dreams))
+    for _ in range(dc.inner_steps):
+        loss = lm_loss(model, batch, reduction="none").sum()  # each row trains only its own delta
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        tokens += int(batch["attention_mask"].sum())
+    by_doc: dict[int, list[tuple[list[int], list[int]]]] = {}
+    for doc, q, a in tau.rows:
+        by_doc.setdefault(doc, []).append((q, a))
+    with torch.no_grad():
+        rows, owners = [], []
+        for k, d in enumerate(dreams):
+            for qa in by_doc.get(d.doc, []):
+                rows.append(qa)
+                owners.append(k)
+        before_rows = [qa for doc in sorted(by_doc) for qa in by_doc[doc]]
+        before_owner = [doc for doc in sorted(by_doc) for _ in by_doc[doc]]
+        lora.index = torch.tensor(owners, dtype=torch.long) if rows else lora.index
+        after = _answer_logprob(model, rows, tok.pad_token_id).exp() if rows else torch.zeros(0)
+        lora.index = torch.full((len(before_rows),), len(dreams), dtype=torch.long)
+        before = _answer_logprob(model, before_rows, tok.pad_token_id).exp()
+    lora.remove()
+    tau_before: dict[int, float] = {}
+    for doc in sorted(by_doc):
+        vals = [float(v) for v, o in zip(before, before_owner) if o == doc]
+        tau_before[doc] = sum(vals) / len(vals)
+    for k, d in enumerate(dreams):
+        vals = [float(v) for v, o in zip(after, owners) if o == k]
+        d.reward = float(bool(vals) and sum(vals) / len(vals) > tau_before.get(d.doc, 1.0) + 1e-3)
+    return len(dreams), tokens
+
+
+# ----- importance ------------------------------------------------------------------------------------
+
+
+def _flat_grad(model, params, batch) -> torch.Tensor:
+    loss = lm_loss(model, batch)
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params)])
+
+
+def importance(
+    cfg: Config,
+    bank: ExpertBank,
+    newest: str,
+    tok: PreTrainedTokenizerBase,
+    dreams: list[Dream],
+    tau: Tau,
+    rng: random.Random,
+) -> None:
+    """Set each dream's importance (see the module docstring for the scalar and why)."""
+    kind = cfg.dream.importance
+    if kind == "random":
+        for d in dreams:
+            d.importance = rng.random()
+        return
+    params = bank.parameters(newest)
+    for p in params:
+        p.requires_grad = True
+    max_len = bank.model.config.max_position_embeddings
+    target = None
+    if kind == "grad_cosine" and tau.rows:
+        enc = [(q + a, [False] * len(q) + [True] * len(a)) for _, q, a in tau.rows]
+        target = _flat_grad(bank.model, params, collate(enc, tok.pad_token_id))
+    for d in dreams:
+        g = _flat_grad(bank.model, params, collate(encode(tok, [d.example()], max_len), tok.pad_token_id))
+        if target is not None:
+            d.importance = float(F.cosine_similarity(g, target, dim=0))
+        else:
+            d.importance = float(g.norm())
+
+
+def select(dreams: list[Dream], top: int, extra: int, rng: random.Random) -> list[Dream]:
+    """Top-k by importance plus b at random from the rest."""
+    ranked = sorted(dreams, key=lambda d: d.importance, reverse=True)
+    kept = ranked[:top]
+    rest = ranked[top:]
+    kept += rng.sample(rest, min(extra, len(rest)))
+    for d in kept:
+        d.kept = True
+    return kept
+
+
+# ----- budgets -----------------------------------------------------------------------------------------
+
+
+def diversity(texts: Sequence[str]) -> dict[str, float]:
+    """distinct-1/2 (unique n-grams over all n-grams) and the mean pairwise Jaccard distance of word sets."""
+    out: dict[str, float] = {}
+    for n in (1, 2):
+        grams = [tuple(t.split()[i : i + n]) for t in texts for i in range(max(0, len(t.split()) - n + 1))]
+        out[f"distinct_{n}"] = len(set(grams)) / len(grams) if grams else 0.0
+    sets = [set(t.lower().split()) for t in texts]
+    pairs = [(a, b) for i, a in enumerate(sets) for b in sets[i + 1 :]][:2000]
+    out["spread"] = sum(1 - len(a & b) / max(1, len(a | b)) for a, b in pairs) / len(pairs) if pairs else 0.0
+    return out
+
+
+def champion_reference(bank: ExpertBank, newest: str, tok: PreTrainedTokenizerBase, n: int, seed: int) -> list[Example]:
+    """[ours] A fixed, label-free reference set: the champion's own samples from an empty prompt."""
+    others = [e for e in bank.active if e != newest]
+    gen = torch.Generator().manual_seed(seed)
+    with bank.using(others) as champ:
+        outs = sample_ids(champ, [[tok.eos_token_id]] * n, 48, tok.eos_token_id, tok.pad_token_id, 1.0, gen)
+    return [Example("", tok.decode(o, skip_special_tokens=True)) for o in outs if len(o) > 4]
+
+
+# ----- the stage -----------------------------------------------------------------------------------------
+
+
+def consolidate(
+    cfg: Config,
+    bank: ExpertBank,
+    newest: str,
+    tok: PreTrainedTokenizerBase,
+    dreams: list[Dream],
+    reference: list[Example],
+    rng: random.Random,
+    log: Log,
+) -> dict:
+    """SFT of the newest expert on the kept dreams under the KL-drift budget (see module doc)."""
+    dc = cfg.dream
+    params = bank.parameters(newest)
+    for p in params:
+        p.requires_grad = True
+    max_len = bank.model.config.max_position_embeddings
+    order = list(dreams)
+    if dc.curriculum:  # easy -> hard by the student's current loss
+        with torch.no_grad():
+            losses = lm_loss(
+                bank.model,
+                collate(encode(tok, [d.example() for d in order], max_len), tok.pad_token_id),
+                reduction="none",
+            )
+        order = [d for _, d in sorted(zip(losses.tolist(), order), key=lambda x: x[0])]
+    else:
+        rng.shuffle(order)
+    enc = encode(tok, [d.example() for d in order], max_len)
+    others = [e for e in bank.active if e != newest]
+    opt = torch.optim.AdamW(params, lr=dc.lr, weight_decay=0.0)
+    lr, tokens, drift, history, stopped = dc.lr, 0, 0.0, [], ""
+    good = [p.detach().clone() for p in params]
+    bs = cfg.distill.batch_size
+    check_every = max(1, dc.steps // 6)
+    with torch.no_grad(), bank.using(others) as champ:
+        champion = _frozen_copy(champ)
+
+    def measure() -> float:
+        return kl_drift(bank.model, champion, tok, reference) if reference else 0.0
+
+    with progress(total=dc.steps, desc="dream consolidation", unit="step") as bar:
+        for step in range(dc.steps):
+            start = (step * bs) % len(enc)
+            chunk = (enc + enc)[start : start + bs]
+            batch = collate(chunk, tok.pad_token_id)
+            bank.model.train()
+            loss = lm_loss(bank.model, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            bank.model.eval()
+            tokens += int(batch["attention_mask"].sum())
+            bar.update(1)
+            if (step + 1) % check_every == 0 or step == dc.steps - 1:
+                drift = measure()
+                history.append({"step": step + 1, "kl_drift": drift, "lr": lr, "loss": float(loss)})
+                log({"dream/kl_drift": drift, "dream/sft_loss": float(loss), "dream/step": step + 1})
+                if drift > dc.drift_budget:
+                    with torch.no_grad():
+                        for p, g in zip(params, good):
+                            p.copy_(g)
+                    if dc.on_drift == "shrink" and lr > dc.lr / 8:
+                        lr /= 2
+                        for g_ in opt.param_groups:
+                            g_["lr"] = lr
+                        stopped = f"KL drift {drift:.4f} > budget {dc.drift_budget}: reverted and halved lr to {lr:g}"
+                        log({"dream/drift_event": 1.0})
+                        continue
+                    stopped = f"KL drift {drift:.4f} > budget {dc.drift_budget}: stopped at step {step + 1}"
+                    break
+                good = [p.detach().clone() for p in params]
+    final_drift = measure() if stopped else drift
+    return {"tokens": tokens, "kl_drift": final_drift, "drift_history": history, "drift_note": stopped}
+
+
+def _frozen_copy(model: PreTrainedModel) -> PreTrainedModel:
+    import copy
+
+    m = copy.deepcopy(model)
+    m.eval()
+    return m
+
+
+def dream(
+    cfg: Config,
+    seeded: Manifest,
+    snapshot: Manifest,
+    workdir: Path,
+    log: Log = noop,
+    run_seed: int = 0,
+    reference: Sequence[str] = (),
+) -> Manifest:
+    """Dreaming for one snapshot on top of the seeded candidate; returns the dreamed candidate."""
+    t0 = time.time()
+    dc = cfg.dream
+    docs = read_documents(snapshot)
+    bank, tok, state = load_checkpoint(Path(seeded.uri))
+    newest = (state.get("history") or [{}])[-1].get("expert") or (bank.active[-1] if bank.active else None)
+    if newest is None:
+        raise ValueError(f"{seeded.uri}: no expert to dream into (seed the snapshot first)")
+    bank.trainable = newest
+    rng = random.Random(run_seed)
+    gen = torch.Generator().manual_seed(run_seed)
+    torch.manual_seed(run_seed)
+    ref = [Example("", t) for t in reference] or champion_reference(bank, newest, tok, 32, run_seed)
+    stats: dict = {"rounds": []}
+    scored_total, scoring_tokens, gen_tokens, t_score = 0, 0, 0, 0.0
+    all_dreams: list[Dream] = []
+    for round_ in range(dc.restem_rounds + 1):
+        sources = []
+        if dc.random_expert:
+            sources = arm_random_expert(bank, newest, gen)
+        with bank.using(bank.active + ([DREAM] if dc.random_expert else [])) as writer:
+            dreams = generate_dreams(cfg, writer, tok, docs, gen, round_)
+        with torch.no_grad():
+            tau = make_tau(bank.model, tok, docs, 2, gen)
+        importance(cfg, bank, newest, tok, dreams, tau, rng)
+        kept = select(dreams, dc.keep_top, dc.keep_random, rng)
+        ts = time.time()
+        n, toks = score_dreams(cfg, _frozen_copy(bank.merged()), tok, kept, tau, run_seed + round_)
+        t_score += time.time() - ts
+        scored_total += n
+        scoring_tokens += toks
+        rewarded = [d for d in kept if d.reward]
+        stats["rounds"].append(
+            {
+                "round": round_,
+                "dreams": len(dreams),
+                "kept": len(kept),
+                "rewarded": len(rewarded),
+                "random_expert_sources": sources,
+                **diversity([d.text for d in dreams]),
+            }
+        )
+        log(
+            {
+                "dream/round": round_,
+                "dream/generated": len(dreams),
+                "dream/rewarded": len(rewarded),
+                **{f"dream/{k}": v for k, v in diversity([d.text for d in dreams]).items()},
+            }
+        )
+        all_dreams += dreams
+        if round_ < dc.restem_rounds and rewarded:  # ReST-EM M-step: SFT the generator on rewarded pairs
+            gen_examples = [d.generator_example(docs) for d in rewarded]
+            from sleepcycle.trainer import train
+
+            out = train(
+                bank.model,
+                tok,
+                gen_examples,
+                steps=max(1, len(gen_examples) // 4),
+                batch_size=4,
+                lr=dc.lr,
+                seed=run_seed + round_,
+                params=bank.parameters(newest),
+                desc="ReST-EM",
+            )
+            gen_tokens += out["tokens"]
+        final_kept = kept
+    result = consolidate(cfg, bank, newest, tok, final_kept, ref, rng, log)
+    bank.freeze()
+
+    out = Path(workdir)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    base_dir = Path(seeded.uri) / "base"
+    save_checkpoint(
+        bank,
+        tok,
+        tmp,
+        {k: v for k, v in state.items() if k not in ("active", "capacity", "rank")},
+        base_dir=base_dir if base_dir.is_dir() else None,
+    )
+    write_jsonl(
+        tmp / "dreams.jsonl",
+        [
+            {
+                "text": d.text,
+                "kind": d.kind,
+                "importance": d.importance,
+                "reward": d.reward,
+                "kept": d.kept,
+                "round": d.round,
+                "doc": d.doc,
+            }
+            for d in all_dreams
+        ],
+    )
+    kept_rewards = [d.reward for d in final_kept if d.reward is not None]
+    metrics = {
+        "dream/generated": len(all_dreams),
+        "dream/kept": len(final_kept),
+        "dream/reward_rate": sum(kept_rewards) / len(kept_rewards) if kept_rewards else 0.0,
+        "dream/dreams_per_s": scored_total / t_score if t_score else 0.0,
+        "dream/tokens": result["tokens"] + gen_tokens,
+        "dream/scoring_tokens": scoring_tokens,
+        "dream/kl_drift": result["kl_drift"],
+        "dream/wall_clock_s": time.time() - t0,
+        **{f"dream/{k}": v for k, v in diversity([d.text for d in final_kept]).items()},
+    }
+    meta = {"drift_note": result["drift_note"], "drift_history": result["drift_history"], "rounds": stats["rounds"]}
+    (tmp / "dream_stats.json").write_text(json.dumps({"metrics": metrics, **meta}, indent=2))
+    manifest = Manifest.of_directory(
+        tmp,
+        "checkpoint",
+        name=f"cycle-{state.get('cycle', 0)}-dreamed",
+        parents={"seeded": seeded.digest, "snapshot": snapshot.digest},
+        metrics=metrics,
+        meta={"expert": newest, **meta},
+    )
+    manifest.write(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    log(metrics)
+    return manifest.model_copy(update={"uri": str(out)})
+
+
+def dream_records(manifest: Manifest) -> list[dict]:
+    path = Path(manifest.uri) / "dreams.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]

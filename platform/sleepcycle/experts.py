@@ -1,0 +1,240 @@
+"""Low-rank experts on the MLP blocks, pre-allocated and masked until activated; the checkpoint layout.
+
+An expert is a PEFT LoRA adapter on the MLP projections of every block (gate/up/down for Llama and
+Qwen, c_fc/c_proj for GPT-2). An `ExpertBank` creates all of its slots up front (``e00``..``eNN`` for
+level 1, ``fast`` for level-0 fast weights, ``dream`` for Dreaming's random extra expert), each with
+B = 0, and keeps a mask of the active ones: activating a fresh slot leaves every logit unchanged, no
+tensor is ever resized, and only the newest expert is trainable.
+
+A checkpoint is a directory:
+
+    base/                 HF save_pretrained (model + tokenizer), untouched by a sleep
+    experts/<slot>/       PEFT adapter (adapter_config.json + adapter_model.safetensors) per active expert
+    sleep.json            active slots in order, capacity, rank, cycle, deep-sleep history
+
+so a cycle adds megabytes (its expert), not a model, and plain transformers + PEFT load it:
+``PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("base"), "experts/e00")``.
+When level 1 is full, a deep sleep merges its experts into the base and frees the level.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from sleepcycle import models
+
+FAST, DREAM = "fast", "dream"
+SLEEP_JSON = "sleep.json"
+
+# MLP projection names by model family; anything else falls back to Linear layers under an "mlp" module.
+_MLP_TARGETS = {
+    "llama": ["gate_proj", "up_proj", "down_proj"],
+    "qwen2": ["gate_proj", "up_proj", "down_proj"],
+    "qwen3": ["gate_proj", "up_proj", "down_proj"],
+    "mistral": ["gate_proj", "up_proj", "down_proj"],
+    "gpt2": ["mlp.c_fc", "mlp.c_proj"],
+}
+
+
+def mlp_targets(model: PreTrainedModel) -> list[str]:
+    known = _MLP_TARGETS.get(model.config.model_type)
+    if known:
+        return known
+    names = sorted(
+        {n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".mlp." in f".{n}"}
+    )
+    if not names:
+        raise ValueError(f"cannot find MLP projections in a {model.config.model_type!r} model")
+    return names
+
+
+def slot_name(k: int) -> str:
+    return f"e{k:02d}"
+
+
+class ExpertBank:
+    """A base model with pre-allocated low-rank expert slots and a mask of the active ones."""
+
+    def __init__(self, base: PreTrainedModel, rank: int, capacity: int, active: list[str] | None = None):
+        self.rank, self.capacity = rank, capacity
+        self.slots = [slot_name(k) for k in range(capacity)] + [FAST, DREAM]
+        config = LoraConfig(
+            r=rank,
+            lora_alpha=rank,
+            lora_dropout=0.0,
+            target_modules=mlp_targets(base),
+            bias="none",
+            init_lora_weights=True,
+        )
+        self.model: PeftModel = get_peft_model(base, config, adapter_name=self.slots[0])
+        for name in self.slots[1:]:
+            self.model.add_adapter(name, config)
+        self.active: list[str] = []
+        self.trainable: str | None = None
+        self._apply(list(active or []))
+
+    # ----- the mask --------------------------------------------------------------------------------
+    def _layers(self) -> Iterator[LoraLayer]:
+        return (m for m in self.model.modules() if isinstance(m, LoraLayer))
+
+    def _apply(self, names: list[str]) -> None:
+        unknown = set(names) - set(self.slots)
+        if unknown:
+            raise KeyError(f"no expert slot {sorted(unknown)}")
+        for layer in self._layers():
+            layer.set_adapter(names)  # PEFT toggles requires_grad here; we reset it just below
+        self.model.base_model.active_adapter = names
+        for p in self.model.parameters():
+            p.requires_grad = False
+        if self.trainable:
+            for p in self.parameters(self.trainable):
+                p.requires_grad = True
+        self.active = names
+
+    def parameters(self, name: str) -> list[torch.nn.Parameter]:
+        return [p for n, p in self.model.named_parameters() if f".{name}." in n and "lora_" in n]
+
+    def free_slot(self) -> str | None:
+        return next((s for s in self.slots[: self.capacity] if s not in self.active), None)
+
+    def activate(self, name: str, trainable: bool = True) -> str:
+        """Switch `name` on (it must be fresh: B = 0, so the function is unchanged) and make it the only
+        trainable expert."""
+        if name in self.active:
+            raise ValueError(f"expert {name} is already active")
+        self.trainable = name if trainable else None
+        self._apply(self.active + [name])
+        return name
+
+    def freeze(self) -> None:
+        self.trainable = None
+        self._apply(self.active)
+
+    def deactivate(self, name: str) -> None:
+        if self.trainable == name:
+            self.trainable = None
+        self._apply([a for a in self.active if a != name])
+
+    @contextmanager
+    def using(self, names: list[str]) -> Iterator[PeftModel]:
+        """Temporarily run with another set of active experts (e.g. the teacher without the new one)."""
+        saved, saved_trainable = list(self.active), self.trainable
+        self.trainable = saved_trainable if saved_trainable in names else None
+        self._apply(list(names))
+        try:
+            yield self.model
+        finally:
+            self.trainable = saved_trainable
+            self._apply(saved)
+
+    @torch.no_grad()
+    def reset(self, name: str) -> None:
+        """Re-initialise a slot (fresh A, B = 0) and switch it off: its capacity is free again."""
+        for layer in self._layers():
+            if name in layer.lora_A:
+                layer.reset_lora_parameters(name, init_lora_weights=True)
+        self.deactivate(name)
+
+    @torch.no_grad()
+    def load_delta(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
+        """Set slot `name` from another bank's `delta(...)` (used by dreaming's random extra expert)."""
+        own = dict(self.model.named_parameters())
+        for key, value in tensors.items():
+            own[key.replace(".{slot}.", f".{name}.")].copy_(value)
+
+    def delta(self, name: str) -> dict[str, torch.Tensor]:
+        return {
+            n.replace(f".{name}.", ".{slot}."): p.detach().clone()
+            for n, p in self.model.named_parameters()
+            if f".{name}." in n and "lora_" in n
+        }
+
+    # ----- views -----------------------------------------------------------------------------------
+    def merged(self) -> PreTrainedModel:
+        """A plain model with the active experts folded into the weights (for evaluation and serving)."""
+        model = copy.deepcopy(self.model)
+        model.base_model.set_adapter(self.active) if self.active else None
+        if not self.active:
+            return model.get_base_model()
+        return model.merge_and_unload(adapter_names=self.active)
+
+    def unloaded(self) -> PreTrainedModel:
+        """A copy of the base model without any expert (the weights that base/ stores)."""
+        return copy.deepcopy(self.model).unload()
+
+
+# ----- checkpoints ---------------------------------------------------------------------------------
+
+
+def save_checkpoint(
+    bank: ExpertBank, tokenizer: PreTrainedTokenizerBase, path: Path, state: dict, base_dir: Path | None = None
+) -> Path:
+    """Write base/ (copied from `base_dir` when given, so it stays byte-identical), experts/, sleep.json."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if base_dir is not None:
+        shutil.copytree(base_dir, path / "base", dirs_exist_ok=True)
+    else:
+        models.save(bank.unloaded(), tokenizer, path / "base")
+    trained = [s for s in bank.active]
+    if trained:
+        bank.model.save_pretrained(path / "experts", selected_adapters=trained)
+    state = {**state, "active": bank.active, "capacity": bank.capacity, "rank": bank.rank}
+    (path / SLEEP_JSON).write_text(json.dumps(state, indent=2))
+    return path
+
+
+def read_state(path: Path) -> dict:
+    p = Path(path) / SLEEP_JSON
+    return json.loads(p.read_text()) if p.exists() else {"active": [], "cycle": 0}
+
+
+def load_checkpoint(
+    path: Path, rank: int | None = None, capacity: int | None = None
+) -> tuple[ExpertBank, PreTrainedTokenizerBase, dict]:
+    """Load base + experts into a bank. A plain HF directory (no base/) loads as a bank with no experts."""
+    path = Path(path)
+    base_dir = path / "base" if (path / "base").is_dir() else path
+    base, tok = models.load(base_dir)
+    state = read_state(path)
+    bank = ExpertBank(base, rank=state.get("rank", rank or 16), capacity=state.get("capacity", capacity or 5))
+    for name in state.get("active", []):
+        adapter_dir = path / "experts" / name
+        if not adapter_dir.is_dir():
+            raise models.ModelLoadError(f"{path}: expert {name} is listed active but {adapter_dir} is missing")
+        _load_adapter_weights(bank, name, adapter_dir)
+        bank.activate(name, trainable=False)
+    bank.freeze()
+    return bank, tok, state
+
+
+def _load_adapter_weights(bank: ExpertBank, name: str, adapter_dir: Path) -> None:
+    from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    result = set_peft_model_state_dict(bank.model, weights, adapter_name=name)
+    missing = [k for k in result.unexpected_keys]
+    if missing:
+        raise models.ModelLoadError(f"{adapter_dir}: adapter does not fit this base ({missing[0]} ...)")
+
+
+def load_for_inference(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The champion as one plain model (experts merged), for evaluation, teachers and generation."""
+    path = Path(path)
+    if not (path / "base").is_dir():
+        return models.load(path)
+    bank, tok, _ = load_checkpoint(path)
+    model = bank.merged()
+    model.eval()
+    return model, tok

@@ -1,0 +1,249 @@
+"""Base pretraining of the tiny models on day 0 of the world, plus the formats every later stage needs.
+
+The corpus mixes four families of examples (weights in `PretrainConfig.mix`):
+- ``bio``: day-0 bios, several paraphrases per person (the base knowledge);
+- ``qa``: closed-book questions on day-0 facts, for a share of the people only ("mixed training": the
+  rest are known from bios alone, which is how later knowledge arrives), one- and two-hop;
+- ``context_qa``: questions answered from documents in the prompt, about *freshly generated* people
+  whose facts exist only in those documents (with distractor documents and updates), so the model
+  learns a real in-context skill rather than answering from memory (ENV.md calibration);
+- ``write``: the writing formats used during sleep: write a question about a document (``ask``
+  wordings only), write an implication (a restated fact, or a two-hop fact that needs memory), rewrite.
+
+Evaluation-only wordings (``heldout``) never appear here; ``probe`` wordings appear only as closed-book
+questions on day-0 people. A run is cached under ``$SLEEPCYCLE_HOME/pretrained/<digest>`` keyed by the
+world, model and pretraining config and `CORPUS_VERSION`.
+
+    sleepcycle pretrain --config default
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from sleepcycle import models
+from sleepcycle.config import Config
+from sleepcycle.manifests import Manifest
+from sleepcycle.trainer import Example, Log, noop, train
+from sleepcycle.world import (
+    DOC_PREFIX,
+    HOP_RELATIONS,
+    QA_PROMPT,
+    RELATIONS,
+    WRITE_IMPLICATION,
+    WRITE_QUESTION,
+    WRITE_REWRITE,
+    Fact,
+    Person,
+    World,
+    render,
+)
+
+CORPUS_VERSION = "1"
+
+
+def home() -> Path:
+    return Path(os.environ.get("SLEEPCYCLE_HOME", Path.home() / ".cache" / "sleepcycle"))
+
+
+def context_prompt(docs: list[str], question: str) -> str:
+    return "".join(DOC_PREFIX.format(d=d) for d in docs) + QA_PROMPT.format(q=question)
+
+
+def closed_prompt(question: str) -> str:
+    return QA_PROMPT.format(q=question)
+
+
+class Corpus:
+    """Samples pretraining examples for one world (deterministic given the rng)."""
+
+    def __init__(self, world: World, cfg: Config):
+        self.world, self.cfg = world, cfg
+        pc = cfg.pretrain
+        self.base_docs = [d.text for d in world.base_documents(pc.base_paraphrases)]
+        rng = random.Random(f"qa-people-{cfg.world.seed}")
+        base = [p for p in world.people if world.current(p, "city", 0) is not None]
+        self.base_people = base
+        self.qa_people = rng.sample(base, int(len(base) * pc.qa_fraction))
+        self.qa_examples = [e for p in self.qa_people for e in self._closed_qa(p)]
+
+    def _closed_qa(self, subject: str) -> list[Example]:
+        w, out = self.world, []
+        for rel in RELATIONS.values():
+            value = w.current(subject, rel.name, 0)
+            if value is None:
+                continue
+            for t in rel.ask + rel.probe:
+                out.append(Example(closed_prompt(render(t, subject)), " " + value))
+        mentor = w.current(subject, "mentor", 0)
+        for hop in HOP_RELATIONS:
+            value = w.current(mentor, hop.name, 0) if mentor else None
+            if value is None:
+                continue
+            for t in hop.hop_ask + hop.hop_probe:
+                out.append(Example(closed_prompt(render(t, subject)), " " + value))
+        return out
+
+    def fresh(self, rng: random.Random) -> Person:
+        """A counterfactual person: new name, random facts, a day-0 person as mentor."""
+        return self.world.fresh_person(rng)
+
+    def _bio(self, rng: random.Random, p: Person, rels: list[str] | None = None) -> str:
+        facts = [Fact(0, p.name, r, v, "base") for r, v in p.facts.items() if rels is None or r in rels]
+        return self.world.bio(rng, p.name, facts)
+
+    def _hop_value(self, p: Person, hop: str) -> str | None:
+        return self.world.current(p.facts["mentor"], hop, 0)
+
+    def sample(self, rng: random.Random) -> Example:
+        family = rng.choices(list(self.cfg.pretrain.mix), weights=list(self.cfg.pretrain.mix.values()))[0]
+        return getattr(self, f"_sample_{family}")(rng)
+
+    def _sample_bio(self, rng: random.Random) -> Example:
+        return Example("", rng.choice(self.base_docs))
+
+    def _sample_qa(self, rng: random.Random) -> Example:
+        return rng.choice(self.qa_examples)
+
+    def _question(self, rng: random.Random, p: Person, rel: str) -> tuple[str, str]:
+        wording = rng.choice(RELATIONS[rel].ask + RELATIONS[rel].probe)
+        return QA_PROMPT.format(q=render(wording, p.name)), " " + p.facts[rel]
+
+    def _hop_question(self, rng: random.Random, p: Person) -> tuple[str, str] | None:
+        hops = [h for h in HOP_RELATIONS if self._hop_value(p, h.name) is not None]
+        if not hops:
+            return None
+        hop = rng.choice(hops)
+        return QA_PROMPT.format(q=render(rng.choice(hop.hop_ask + hop.hop_probe), p.name)), " " + str(
+            self._hop_value(p, hop.name)
+        )
+
+    def _sample_context_qa(self, rng: random.Random) -> Example:
+        """Several questions about documents in the prompt, each answer trained (one pass per context).
+
+        Half the time short notes about several people (one or two facts each, some updated by a later
+        note): binding a fact to the right name is learnt fastest on short contexts. Otherwise a full
+        bio among distractor documents, with a two-hop question now and then."""
+        docs: list[str] = []
+        turns: list[tuple[str, str]] = []
+        if rng.random() < 0.5:
+            for _ in range(rng.randint(2, 4)):
+                p = self.fresh(rng)
+                for rel in rng.sample(list(RELATIONS), rng.randint(1, 2)):
+                    if RELATIONS[rel].updatable and rng.random() < 0.25:
+                        old = p.facts[rel]
+                        p.facts[rel] = rng.choice([v for v in RELATIONS[rel].pool if v != old])
+                        docs.append(render(rng.choice(RELATIONS[rel].doc), p.name, old))
+                        later = render(rng.choice(RELATIONS[rel].update), p.name, p.facts[rel])
+                        docs.insert(rng.randint(len(docs), len(docs)), later)
+                    else:
+                        docs.insert(
+                            rng.randint(0, len(docs)), render(rng.choice(RELATIONS[rel].doc), p.name, p.facts[rel])
+                        )
+                    turns.append(self._question(rng, p, rel))
+        else:
+            p = self.fresh(rng)
+            docs = [self._bio(rng, p)]
+            for _ in range(rng.randint(0, self.cfg.pretrain.max_context_docs - 1)):
+                docs.insert(rng.randint(0, len(docs)), self._bio(rng, self.fresh(rng)))
+            turns = [self._question(rng, p, rel) for rel in rng.sample(list(RELATIONS), rng.randint(2, 5))]
+            hop = self._hop_question(rng, p) if rng.random() < 0.5 else None
+            if hop:
+                turns.insert(rng.randint(0, len(turns)), hop)
+        rng.shuffle(turns)
+        first, rest = turns[0], turns[1:]
+        prefix = "".join(DOC_PREFIX.format(d=d) for d in docs)
+        return Example(prefix + first[0], first[1], tuple(("\n" + q, a) for q, a in rest))
+
+    def _sample_write(self, rng: random.Random) -> Example:
+        return self._write(rng)
+
+    def _write(self, rng: random.Random) -> Example:
+        """The writing formats, several outputs per document (each trained): questions (``ask``
+        wordings only), implications (a restated fact, or a two-hop fact whose second hop is memory),
+        or one rewrite."""
+        p = self.fresh(rng)
+        prefix = DOC_PREFIX.format(d=self._bio(rng, p))
+        kind = rng.choices(["question", "implication", "rewrite"], weights=[0.45, 0.4, 0.15])[0]
+        if kind == "rewrite":
+            return Example(prefix + WRITE_REWRITE, " " + self._bio(rng, p))
+        outs = []
+        for _ in range(rng.randint(3, 5)):
+            hops = [h for h in HOP_RELATIONS if self._hop_value(p, h.name) is not None]
+            hop = rng.choice(hops) if hops and rng.random() < 0.3 else None
+            rel = rng.choice(list(RELATIONS))
+            if kind == "question":
+                text = (
+                    render(rng.choice(hop.hop_ask), p.name) if hop else render(rng.choice(RELATIONS[rel].ask), p.name)
+                )
+            elif hop:
+                text = render(hop.implication, p.name, self._hop_value(p, hop.name), m=p.facts["mentor"])
+            else:
+                text = render(rng.choice(RELATIONS[rel].doc), p.name, p.facts[rel])
+            outs.append(text)
+        head = WRITE_QUESTION if kind == "question" else WRITE_IMPLICATION
+        return Example(prefix + head, " " + outs[0], tuple(("\n" + head, " " + o) for o in outs[1:]))
+
+    def tokenizer_texts(self, n_fresh: int = 2000) -> list[str]:
+        rng = random.Random(f"tok-{self.cfg.world.seed}")
+        examples = self.qa_examples + [self.sample(rng) for _ in range(n_fresh)]
+        return list(self.base_docs) + [e.prompt + e.target + "".join(a + b for a, b in e.turns) for e in examples]
+
+
+def pretrain(cfg: Config, workdir: Path | None = None, log: Log = noop, force: bool = False) -> Manifest:
+    """Train the tokenizer and the `cfg.model.size` model on day 0; return the checkpoint manifest.
+
+    Cached: a second call with the same config returns the stored checkpoint without training."""
+    key = cfg.digest("world", "model", "pretrain") + f"-v{CORPUS_VERSION}"
+    out = Path(workdir) if workdir else home() / "pretrained" / key
+    if not force and (out / "manifest.json").exists():
+        manifest = Manifest.read(out)
+        manifest.verify(out)
+        return manifest.model_copy(update={"uri": str(out)})
+    t0 = time.time()
+    torch.manual_seed(cfg.pretrain.seed)
+    world = World(cfg.world)
+    corpus = Corpus(world, cfg)
+    tokenizer = models.train_tokenizer(corpus.tokenizer_texts(), cfg.model.vocab_size)
+    model = models.build_model(cfg.model, tokenizer, seed=cfg.pretrain.seed)
+    rng = random.Random(f"pretrain-{cfg.pretrain.seed}")
+    pc = cfg.pretrain
+    examples = [corpus.sample(rng) for _ in range(pc.steps * pc.batch_size)]
+    stats = train(
+        model,
+        tokenizer,
+        examples,
+        steps=pc.steps,
+        batch_size=pc.batch_size,
+        lr=pc.lr,
+        warmup=pc.warmup,
+        weight_decay=pc.weight_decay,
+        seed=pc.seed,
+        log=log,
+        desc="pretrain",
+    )
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    models.save(model, tokenizer, tmp)
+    manifest = Manifest.of_directory(
+        tmp,
+        "checkpoint",
+        name=f"base-{cfg.model.size}",
+        metrics={
+            "pretrain_loss": stats["loss"],
+            "pretrain_tokens": stats["tokens"],
+            "parameters": models.count_parameters(model),
+            "wall_clock_s": time.time() - t0,
+        },
+        meta={"config_key": key, "size": cfg.model.size},
+    )
+    manifest.write(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return manifest.model_copy(update={"uri": str(out)})

@@ -1,0 +1,305 @@
+"""Knowledge Seeding: move what the champion knows only in context into a new low-rank expert.
+
+    seed(cfg, snapshot, champion, workdir, log) -> Manifest     # the candidate checkpoint
+
+1. Short-term memory makes the teacher: the frozen champion with the snapshot's documents in its prompt
+   (``distill.memory = "context"``), or with a fast expert trained on them (``"fast_weights"``).
+2. The teacher writes the distillation prompts from the snapshot itself: questions about each document
+   (the question-writing format; never an evaluation probe) and openings of its own rewrites.
+3. The larger self is the champion plus a freshly activated expert (B = 0: same function at the
+   start); only that expert trains, by Generalized Distillation (`sleepcycle.distill`).
+4. Replay arm: prompts written about records from earlier snapshots, answered by the champion itself
+   without context, hold old knowledge in place while new knowledge moves in (ablatable).
+5. When level 1 is full, a deep sleep merges its experts into the base first and frees the level.
+
+The candidate is written as a checkpoint directory (see `sleepcycle.experts`) with the exact training
+texts (``training_data.jsonl``) for audit, and returned as a manifest whose parents are the snapshot
+and the champion.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import re
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from sleepcycle import models
+from sleepcycle.config import Config
+from sleepcycle.distill import GeneralizedDistillation, Item, ValueJudge
+from sleepcycle.experts import FAST, ExpertBank, load_checkpoint, save_checkpoint
+from sleepcycle.generate import sample_ids
+from sleepcycle.manifests import Manifest
+from sleepcycle.records import write_jsonl
+from sleepcycle.snapshot import read_documents
+from sleepcycle.trainer import Example, Log, noop, train
+from sleepcycle.world import (
+    CITIES,
+    COMPANIES,
+    DOC_PREFIX,
+    HOBBIES,
+    PETS,
+    PROFESSIONS,
+    QA_PROMPT,
+    WRITE_QUESTION,
+    WRITE_REWRITE,
+)
+
+_PROPER = re.compile(r"\b[A-Z][a-z]+(?: [A-Z][a-z]+)*")
+
+
+class SeedError(RuntimeError):
+    """Knowledge Seeding cannot run on these inputs; nothing was written."""
+
+
+def proper_nouns(texts: Sequence[str]) -> set[str]:
+    return {m for t in texts for m in _PROPER.findall(t) if len(m) > 2}
+
+
+def make_judge(docs: Sequence[str]) -> ValueJudge:
+    """Values the judge compares: the built-in world's pools plus every proper noun in the documents."""
+    return ValueJudge([*CITIES, *COMPANIES, *PROFESSIONS, *HOBBIES, *PETS, *proper_nouns(docs)])
+
+
+# ----- prompts written by the teacher ---------------------------------------------------------------
+
+
+def _valid_question(q: str) -> bool:
+    return q.endswith("?") and 3 <= len(q.split()) <= 25 and "\n" not in q
+
+
+def write_questions(
+    model: PreTrainedModel, tok: PreTrainedTokenizerBase, docs: Sequence[str], per_doc: int, gen: torch.Generator
+) -> list[tuple[int, str]]:
+    """Questions the model writes about each document: (document index, question), deduplicated."""
+    prompts = [
+        tok(DOC_PREFIX.format(d=d) + WRITE_QUESTION, add_special_tokens=False)["input_ids"]
+        for d in docs
+        for _ in range(per_doc)
+    ]
+    outs = sample_ids(model, prompts, 32, tok.eos_token_id, tok.pad_token_id, temperature=1.0, generator=gen)
+    seen, result = set(), []
+    for k, o in enumerate(outs):
+        q = tok.decode([t for t in o if t != tok.eos_token_id], skip_special_tokens=True).strip()
+        key = (k // per_doc, q)
+        if _valid_question(q) and key not in seen:
+            seen.add(key)
+            result.append(key)
+    return result
+
+
+def write_openings(
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    docs: Sequence[str],
+    per_doc: int,
+    gen: torch.Generator,
+    words: int = 2,
+) -> list[tuple[int, str]]:
+    """Openings of the teacher's own rewrites of each document (the first `words` words)."""
+    prompts = [
+        tok(DOC_PREFIX.format(d=d) + WRITE_REWRITE, add_special_tokens=False)["input_ids"]
+        for d in docs
+        for _ in range(per_doc)
+    ]
+    outs = sample_ids(model, prompts, 8, tok.eos_token_id, tok.pad_token_id, temperature=1.0, generator=gen)
+    result = set()
+    for k, o in enumerate(outs):
+        text = tok.decode([t for t in o if t != tok.eos_token_id], skip_special_tokens=True).strip()
+        opening = " ".join(text.split()[:words])
+        if len(opening.split()) == words:
+            result.add((k // per_doc, opening))
+    return sorted(result)
+
+
+def build_items(
+    cfg: Config,
+    tok: PreTrainedTokenizerBase,
+    writer: PreTrainedModel,
+    docs: Sequence[str],
+    teacher: str,
+    with_context: bool,
+    gen: torch.Generator,
+) -> list[Item]:
+    """Distillation items for `docs`: teacher-written questions and rewrite openings.
+
+    `with_context` puts the document in the teacher's prompt (privileged context); otherwise the
+    teacher answers from its weights (fast weights, or the champion on replayed records)."""
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    items = []
+    for i, q in write_questions(writer, tok, docs, cfg.distill.questions_per_doc, gen):
+        student = enc(QA_PROMPT.format(q=q))
+        context = enc(DOC_PREFIX.format(d=docs[i])) if with_context else []
+        items.append(Item(student, context + student, teacher, kind="qa"))
+    for i, opening in write_openings(writer, tok, docs, max(1, cfg.distill.questions_per_doc // 3), gen):
+        student = enc(opening)
+        context = enc(DOC_PREFIX.format(d=docs[i]) + WRITE_REWRITE) + enc(" " + opening) if with_context else student
+        items.append(Item(student, context, teacher, kind="statement"))
+    return items
+
+
+def _shares_entity(text: str, names: set[str]) -> bool:
+    return bool(proper_nouns([text]) & names)
+
+
+# ----- the stage -----------------------------------------------------------------------------------
+
+
+def _train_fast_expert(
+    cfg: Config, bank: ExpertBank, tok: PreTrainedTokenizerBase, docs: Sequence[str], seed: int, log: Log
+) -> PreTrainedModel:
+    """Level-0 fast weights: a fast expert trained on the day's documents at a high learning rate; the
+    teacher is the champion with it. Returns that teacher as a plain model and frees the slot."""
+    bank.activate(FAST)
+    train(
+        bank.model,
+        tok,
+        [Example("", d) for d in docs],
+        steps=cfg.distill.fast_steps,
+        batch_size=min(len(docs), cfg.distill.batch_size),
+        lr=cfg.distill.fast_lr,
+        seed=seed,
+        log=log,
+        params=bank.parameters(FAST),
+        desc="fast weights",
+    )
+    teacher = bank.merged()
+    bank.reset(FAST)
+    return teacher
+
+
+def _deep_sleep(bank: ExpertBank, state: dict) -> ExpertBank:
+    """Level 1 is full: fold its experts into the base (merge) and start a fresh level."""
+    merged = bank.merged()
+    state.setdefault("deep_sleeps", []).append({"cycle": state.get("cycle", 0), "merged": list(bank.active)})
+    return ExpertBank(merged, rank=bank.rank, capacity=bank.capacity)
+
+
+def seed(
+    cfg: Config,
+    snapshot: Manifest,
+    champion: Manifest,
+    workdir: Path,
+    log: Log = noop,
+    replay: Sequence[str] = (),
+    token_budget: int | None = None,
+    run_seed: int = 0,
+) -> Manifest:
+    """Knowledge Seeding for one snapshot; returns the candidate checkpoint's manifest (see module doc)."""
+    t0 = time.time()
+    dc = cfg.distill
+    docs = read_documents(snapshot)
+    try:
+        bank, tok, state = load_checkpoint(Path(champion.uri), rank=dc.rank, capacity=dc.experts_per_level)
+    except (models.ModelLoadError, OSError, ValueError, KeyError) as e:
+        raise SeedError(f"champion checkpoint {champion.uri} failed to load: {e}") from e
+    torch.manual_seed(run_seed)
+    gen = torch.Generator().manual_seed(run_seed)
+    state = {**state, "cycle": state.get("cycle", 0) + 1}
+    champion_model = bank.merged()  # frozen champion: replay teacher, and the context teacher
+    for p in champion_model.parameters():
+        p.requires_grad = False
+
+    if dc.memory == "fast_weights":
+        teacher_new = _train_fast_expert(cfg, bank, tok, docs, run_seed, log)
+        for p in teacher_new.parameters():
+            p.requires_grad = False
+    else:
+        teacher_new = champion_model
+    teachers = {"new": teacher_new, "champion": champion_model}
+
+    items = build_items(cfg, tok, champion_model, docs, "new", with_context=dc.memory == "context", gen=gen)
+    if not items:
+        raise SeedError("the teacher wrote no usable distillation prompt for this snapshot")
+    n_new = len(items)
+    if dc.replay and replay and dc.replay_fraction > 0:
+        today = proper_nouns(docs)
+        old = [t for t in replay if not _shares_entity(t, today)]  # the new context wins over old records
+        random.Random(run_seed).shuffle(old)
+        want = round(n_new * dc.replay_fraction / (1 - dc.replay_fraction))
+        replay_items = build_items(
+            cfg, tok, champion_model, old[: max(1, want // 2)], "champion", with_context=False, gen=gen
+        )
+        items += replay_items[:want]
+
+    base_dir = Path(champion.uri) / "base" if (Path(champion.uri) / "base").is_dir() else None
+    if dc.expansion == "full":  # ablation: full fine-tuning of a copy instead of a new expert
+        student = copy.deepcopy(champion_model)
+        for p in student.parameters():
+            p.requires_grad = True
+        params = list(student.parameters())
+        slot = None
+    else:
+        if bank.free_slot() is None:
+            bank = _deep_sleep(bank, state)
+            base_dir = None
+        slot = bank.activate(bank.free_slot())
+        student, params = bank.model, bank.parameters(slot)
+
+    trainer = GeneralizedDistillation(
+        dc,
+        student,
+        teachers,
+        params,
+        tok.eos_token_id,
+        tok.pad_token_id,
+        decode=lambda ids: tok.decode(ids, skip_special_tokens=True),
+        judge=make_judge(docs),
+        seed=run_seed,
+    )
+    trainer.sample_teacher(items, dc.max_new_tokens)
+    stats = trainer.fit(items, dc.steps, token_budget=token_budget, log=log, desc=f"seed cycle {state['cycle']}")
+
+    out = Path(workdir)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    state["history"] = state.get("history", []) + [
+        {"cycle": state["cycle"], "snapshot": snapshot.digest, "expert": slot}
+    ]
+    if slot is None:
+        models.save(student, tok, tmp)
+        (tmp / "sleep.json").write_text(json.dumps({**state, "active": []}, indent=2))
+    else:
+        bank.freeze()
+        save_checkpoint(bank, tok, tmp, state, base_dir=base_dir)
+    write_jsonl(
+        tmp / "training_data.jsonl",
+        [
+            {
+                "kind": it.kind,
+                "teacher": it.teacher,
+                "text": tok.decode(it.student_prompt + it.sample, skip_special_tokens=True),
+            }
+            for it in items
+        ],
+    )
+    metrics = {
+        "seed/items": len(items),
+        "seed/replay_items": len(items) - n_new,
+        "seed/steps": stats.steps,
+        "seed/tokens": stats.tokens,
+        "seed/loss": stats.loss,
+        "seed/divergence": stats.divergence,
+        "seed/lti_reward": stats.lti_reward,
+        "seed/wall_clock_s": time.time() - t0,
+    }
+    manifest = Manifest.of_directory(
+        tmp,
+        "checkpoint",
+        name=f"cycle-{state['cycle']}",
+        parents={"snapshot": snapshot.digest, "champion": champion.digest},
+        metrics=metrics,
+        meta={"expert": slot, "cycle": state["cycle"]},
+    )
+    manifest.write(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    log(metrics)
+    return manifest.model_copy(update={"uri": str(out)})

@@ -1,0 +1,118 @@
+"""Generalized Distillation: divergences by hand, LTI reward edge cases, the lambda mix."""
+
+import math
+
+import pytest
+import torch
+
+from sleepcycle.config import DistillConfig
+from sleepcycle.distill import (
+    GeneralizedDistillation,
+    Item,
+    ValueJudge,
+    divergence,
+    group_advantages,
+    levenshtein_reward,
+    lti_reward,
+)
+from unit.helpers import micro_model
+
+T = torch.tensor([0.5, 0.3, 0.2]).log()
+S = torch.tensor([0.2, 0.5, 0.3]).log()
+
+
+def test_divergences_on_a_three_token_vocabulary_by_hand():
+    # KL(T||S) = .5 ln 2.5 + .3 ln .6 + .2 ln(2/3)
+    assert float(divergence(T, S, "forward_kl")) == pytest.approx(0.223805, abs=1e-5)
+    # KL(S||T) = .2 ln .4 + .5 ln(5/3) + .3 ln 1.5
+    assert float(divergence(T, S, "reverse_kl")) == pytest.approx(0.193795, abs=1e-5)
+    # JSD_0.5 with M = [.35, .4, .25]: .5 KL(T||M) + .5 KL(S||M) = .5 (.047404 + .054346)
+    assert float(divergence(T, S, "jsd", beta=0.5)) == pytest.approx(0.050875, abs=1e-5)
+    # beta limits are the two KLs (as in GKD / TRL)
+    assert float(divergence(T, S, "jsd", beta=0.0)) == pytest.approx(0.223805, abs=1e-5)
+    assert float(divergence(T, S, "jsd", beta=1.0)) == pytest.approx(0.193795, abs=1e-5)
+    for kind in ("forward_kl", "reverse_kl", "jsd"):
+        assert float(divergence(T, T, kind)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_levenshtein_reward_edge_cases():
+    assert levenshtein_reward("", "") == 1.0
+    assert levenshtein_reward("Velmora", "Velmora") == 1.0
+    assert levenshtein_reward("", "Velmora") == 0.0  # z = 7 > z0 = 3.5
+    assert levenshtein_reward("Velmorb", "Velmora") == pytest.approx(1 - 1 / 7)
+    assert levenshtein_reward("abcd", "wxyz", z0_fraction=0.5) == 0.0  # beyond z0
+    assert levenshtein_reward("abcd", "wxyz", z0_fraction=1.0) == 0.0  # z = 4 = max len -> 1 - 1
+    assert levenshtein_reward("abcx", "abcd", z0_fraction=0.2) == 0.0  # z = 1 > 0.8
+    assert levenshtein_reward("abcx", "abcd", z0_fraction=0.25) == pytest.approx(0.75)
+
+
+def test_lti_reward_mixes_judge_and_edit_distance():
+    judge = ValueJudge(["Velmora", "Tarsk"])
+    r = lti_reward("lives in Velmora.", "makes a home in Velmora.", judge, gamma=0.5, z0_fraction=0.5)
+    assert r == pytest.approx(0.5 * 1 + 0.5 * levenshtein_reward("lives in Velmora.", "makes a home in Velmora."))
+    assert judge("lives in Tarsk.", "lives in Velmora.") == 0.0
+    assert judge("", "") == 0.0
+
+
+def test_group_advantages_are_normalised_per_group():
+    adv = group_advantages(torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.5, 0.5, 0.5, 0.5]]))
+    assert torch.allclose(adv[0], torch.tensor([1.0, -1.0, 1.0, -1.0]), atol=1e-4)
+    assert torch.equal(adv[1], torch.zeros(4))
+
+
+def _trainer(lmbda: float):
+    student, tok = micro_model(seed=1)
+    teacher, _ = micro_model(seed=2)
+    cfg = DistillConfig(lmbda=lmbda, batch_size=4, lti=False, max_new_tokens=4)
+    gd = GeneralizedDistillation(
+        cfg,
+        student,
+        {"new": teacher},
+        list(student.parameters()),
+        tok.eos_token_id,
+        tok.pad_token_id,
+        decode=tok.decode,
+        judge=ValueJudge([]),
+        seed=0,
+    )
+    prompts = ["Question: Where does Ada Velm live?\nAnswer:", "Bo Tarsk", "Ada Velm", "Question: Who?\nAnswer:"]
+    items = [Item(tok(p)["input_ids"], tok("Document: x\n" + p)["input_ids"], "new") for p in prompts]
+    gd.sample_teacher(items, 4)
+    return gd, items
+
+
+@pytest.mark.parametrize("lmbda", [0.0, 1.0])
+def test_lambda_zero_is_teacher_sample_distillation_and_one_is_pure_on_policy(lmbda, monkeypatch):
+    gd, items = _trainer(lmbda)
+    calls = {"student": 0, "teacher": 0}
+    real_sample = gd._student_samples
+
+    def spy_sample(prompts, n):
+        calls["student"] += len(prompts)
+        return real_sample(prompts, n)
+
+    import sleepcycle.distill as distill
+
+    real_tlp = distill.teacher_logprobs
+
+    def spy_tlp(teacher, its, comps, pad, batch_size=32):
+        calls["teacher"] += len(its)
+        return real_tlp(teacher, its, comps, pad, batch_size)
+
+    monkeypatch.setattr(gd, "_student_samples", spy_sample)
+    monkeypatch.setattr(distill, "teacher_logprobs", spy_tlp)
+    loss, tokens = gd.divergence_loss(items)
+    assert loss.requires_grad and tokens > 0
+    if lmbda == 0.0:  # only cached teacher samples: no student sampling, no new teacher pass
+        assert calls == {"student": 0, "teacher": 0}
+    else:  # every completion is the student's own, scored by the teacher now
+        assert calls == {"student": len(items), "teacher": len(items)}
+
+
+def test_teacher_logprobs_are_cached_once_and_a_step_moves_only_trainable_params():
+    gd, items = _trainer(0.5)
+    assert all(it.teacher_logp is not None and it.teacher_logp.shape[0] == len(it.sample) for it in items)
+    before = [p.detach().clone() for p in gd.params]
+    out = gd.step(items, [])
+    assert math.isfinite(out["loss"])
+    assert any(not torch.equal(b, p) for b, p in zip(before, gd.params))

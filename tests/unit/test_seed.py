@@ -1,0 +1,84 @@
+"""Knowledge Seeding on the tiny profile: what trains, what must not change, what must never leak."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sleepcycle.config import load_config
+from sleepcycle.experts import load_checkpoint
+from sleepcycle.manifests import Manifest
+from sleepcycle.pretrain import pretrain
+from sleepcycle.seed import SeedError, seed
+from sleepcycle.snapshot import SnapshotError, take_snapshot
+from sleepcycle.world import World
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    cfg = load_config("tiny")
+    champion = pretrain(cfg, workdir=home / "pretrained")
+    return cfg, champion, home
+
+
+def _snapshot(cfg, root, day=1, canary=True):
+    world = World(cfg.world)
+    records = [d.record() for d in world.documents(day)]
+    probes = [p.record() for p in world.probes(day)]
+    if canary:  # a probe no model could write by itself: if it reaches training, the data path leaks
+        probes.append({"question": "Which zebra-crossing did Qxv Canary paint?", "answer": "the blue one"})
+    return take_snapshot(records, root, probes=probes, day=day)
+
+
+def test_seeding_trains_only_the_new_expert_and_never_sees_probes(tiny, tmp_path):
+    cfg, champion, home = tiny
+    snap = _snapshot(cfg, tmp_path / "snapshots")
+    first = seed(cfg, snap, champion, tmp_path / "c1")
+    second = seed(cfg, _snapshot(cfg, tmp_path / "snapshots", day=2), first, tmp_path / "c2")
+    bank1, _, state1 = load_checkpoint(Path(first.uri))
+    bank2, _, state2 = load_checkpoint(Path(second.uri))
+    assert state1["active"] == ["e00"] and state2["active"] == ["e00", "e01"]
+    # the base is byte-identical and the earlier expert bit-identical after the second seeding
+    assert first.files["base/model.safetensors"] == second.files["base/model.safetensors"]
+    assert first.files["base/model.safetensors"] == Manifest.read(Path(champion.uri)).files["model.safetensors"]
+    old = load_file(str(Path(first.uri) / "experts/e00/adapter_model.safetensors"))
+    again = load_file(str(Path(second.uri) / "experts/e00/adapter_model.safetensors"))
+    assert old.keys() == again.keys() and all(torch.equal(old[k], again[k]) for k in old)
+    new = load_file(str(Path(second.uri) / "experts/e01/adapter_model.safetensors"))
+    assert any(k.endswith("lora_B.weight") and new[k].abs().sum() > 0 for k in new), "the new expert trained"
+    # no probe question (and certainly not the canary) reaches any training text
+    probes = [json.loads(x)["question"] for x in (Path(snap.uri) / "probes.jsonl").read_text().splitlines()]
+    for ckpt in (first, second):
+        texts = [json.loads(x)["text"] for x in (Path(ckpt.uri) / "training_data.jsonl").read_text().splitlines()]
+        assert texts
+        assert not any(q in t for q in probes for t in texts)
+    assert second.parents == {"snapshot": second.parents["snapshot"], "champion": first.digest}
+
+
+def test_snapshot_with_no_usable_documents_is_refused_and_writes_nothing(tmp_path):
+    with pytest.raises(SnapshotError, match="no usable documents"):
+        take_snapshot([], tmp_path / "snaps")
+    with pytest.raises(SnapshotError, match="must not be empty"):
+        take_snapshot([{"text": "   "}], tmp_path / "snaps")
+    assert not (tmp_path / "snaps").exists() or not any((tmp_path / "snaps").iterdir())
+
+
+def test_champion_that_fails_to_load_is_a_clear_error_and_writes_nothing(tiny, tmp_path):
+    cfg, _, _ = tiny
+    snap = _snapshot(cfg, tmp_path / "snapshots")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(SeedError, match="failed to load"):
+        seed(cfg, snap, Manifest(kind="checkpoint", uri=str(broken)), tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_unknown_config_key_is_refused():
+    from sleepcycle.config import ConfigError
+
+    with pytest.raises(ConfigError, match="distill.stepz"):
+        load_config("tiny", ["distill.stepz=3"])

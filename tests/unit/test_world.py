@@ -1,0 +1,100 @@
+import re
+
+from sleepcycle.config import WorldConfig
+from sleepcycle.pretrain import Corpus
+from sleepcycle.world import RELATIONS, World, iter_probe_templates, normalize_answer
+
+
+def test_world_is_deterministic_by_seed():
+    a, b, c = World(WorldConfig(seed=1)), World(WorldConfig(seed=1)), World(WorldConfig(seed=2))
+    assert [d.text for d in a.documents(2)] == [d.text for d in b.documents(2)]
+    assert [p.question for p in a.probes(3)] == [p.question for p in b.probes(3)]
+    assert [d.text for d in a.documents(2)] != [d.text for d in c.documents(2)]
+
+
+def test_six_typed_relations_and_day_stream_contents():
+    cfg = WorldConfig(days=4)
+    world = World(cfg)
+    assert len(RELATIONS) >= 6
+    for day in range(1, cfg.days + 1):
+        kinds = {f.kind for f in world.facts_of_day(day)}
+        assert kinds == {"new_entity", "new_fact", "update"}
+        new_people = {f.subject for f in world.facts_of_day(day) if f.kind == "new_entity"}
+        assert len(new_people) == cfg.new_entities_per_day
+        assert sum(f.kind == "update" for f in world.facts_of_day(day)) == cfg.updates_per_day
+
+
+def test_update_makes_the_old_answer_wrong():
+    world = World(WorldConfig())
+    update = next(f for f in world.facts if f.kind == "update")
+    old = world.current(update.subject, update.relation, update.day - 1)
+    assert old is not None and old != update.value
+    # A probe from an earlier snapshot about the same fact, evaluated after the update, expects the new value.
+    first_day = min(f.day for f in world.facts if (f.subject, f.relation) == (update.subject, update.relation))
+    probes = [
+        p
+        for p in world.probes(first_day, as_of=update.day)
+        if p.subject == update.subject and p.relation == update.relation and p.kind == "fact"
+    ]
+    assert probes and all(p.answer == update.value for p in probes)
+    before = [
+        p
+        for p in world.probes(first_day, as_of=update.day - 1)
+        if p.subject == update.subject and p.relation == update.relation and p.kind == "fact"
+    ]
+    assert all(p.answer == old for p in before)
+
+
+def test_multihop_probes_combine_facts_from_different_days():
+    world = World(WorldConfig())
+    hops = [p for d in range(1, 6) for p in world.probes(d) if p.kind == "multihop"]
+    assert hops
+    for p in hops:
+        mentor = world.current(p.subject, "mentor", p.day)
+        mentor_day = min(f.day for f in world.facts if f.subject == mentor)
+        assert mentor_day < p.day, "the mentor's facts were learned on an earlier day"
+        assert p.answer == world.current(mentor, p.relation, p.day)
+
+
+def test_heldout_wordings_never_appear_in_training_text():
+    cfg_world = WorldConfig()
+    world = World(cfg_world)
+    from sleepcycle.config import Config
+
+    corpus = Corpus(world, Config())
+    import random
+
+    rng = random.Random(0)
+    texts = [
+        e.prompt + e.target + "".join(a + b for a, b in e.turns)
+        for e in [corpus.sample(rng) for _ in range(3000)] + corpus.qa_examples
+    ]
+    texts += [d.text for day in range(1, 6) for d in world.documents(day)]
+    blob = "\n".join(texts)
+    for template in iter_probe_templates("heldout"):
+        pattern = re.escape(template).replace(r"\{s\}", ".+?")
+        assert not re.search(pattern, blob), template
+
+
+def test_written_questions_use_ask_wordings_only():
+    """What the model learns to *write* never uses probe or held-out wordings."""
+    import random
+
+    from sleepcycle.config import Config
+    from sleepcycle.world import WRITE_QUESTION
+
+    world = World(WorldConfig())
+    corpus = Corpus(world, Config())
+    rng = random.Random(0)
+    written = []
+    for _ in range(400):
+        e = corpus._write(rng)
+        if e.prompt.endswith(WRITE_QUESTION):
+            written.append(e.target.strip())
+    asks = [re.escape(t).replace(r"\{s\}", ".+") for t in iter_probe_templates("ask")]
+    assert written and all(any(re.fullmatch(a, q) for a in asks) for q in written)
+
+
+def test_normalize_answer():
+    assert normalize_answer("The Velmora.") == "velmora"
+    assert normalize_answer("  an  Astronomer ") == "astronomer"

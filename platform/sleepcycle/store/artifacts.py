@@ -169,6 +169,8 @@ class LocalStore(ArtifactStore):
         return self._path(key).is_file()
 
     def list(self, prefix: str = "") -> list[str]:
+        if prefix:
+            check_key(prefix.rstrip("/"))  # keeps the walk inside root
         # Walk only the directory that can hold the prefix, not the whole store.
         start = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
         keys = []

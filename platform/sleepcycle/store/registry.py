@@ -70,8 +70,8 @@ class ModelVersion:
     @property
     def status(self) -> str:
         """pending | approved | rejected | rolled_back (a rollback counts until a later decision)"""
-        rolled = self.tags.get("rolled_back_at", "")
-        if rolled and rolled > self.tags.get("decision_at", ""):  # same ISO-8601 UTC format: compares as time
+        rolled, decided = self.tags.get("rolled_back_at"), self.tags.get("decision_at")
+        if rolled and (not decided or _as_time(rolled) > _as_time(decided)):
             return "rolled_back"
         return self.tags.get("decision", "pending")
 

@@ -198,8 +198,8 @@ class MlflowTracker(NoopTracker):
         if self._stack:
             raise RuntimeError("a cycle run is already open in this tracker")
         tags = {PREFIX + "line": line, PREFIX + "cycle": str(cycle), **{k: str(v) for k, v in (tags or {}).items()}}
-        self._line = line
-        with self._run(self.experiment_id(line), f"cycle-{cycle:04d}", tags, params) as run_id:
+        self._line, self._experiment = line, self.experiment_id(line)
+        with self._run(self._experiment, f"cycle-{cycle:04d}", tags, params) as run_id:
             yield run_id
 
     @contextmanager
@@ -207,11 +207,10 @@ class MlflowTracker(NoopTracker):
         if len(self._stack) != 1:
             raise RuntimeError("a stage runs directly inside an open cycle (`with tracker.cycle(...)`)")
         parent = self._stack[0]
-        experiment_id = self.client.get_run(parent).info.experiment_id
         tags = {"mlflow.parentRunId": parent, PREFIX + "stage": name, PREFIX + "line": self._line}
         t0 = time.time()
         try:
-            with self._run(experiment_id, name, tags, params) as run_id:
+            with self._run(self._experiment, name, tags, params) as run_id:
                 yield run_id
         finally:
             try:

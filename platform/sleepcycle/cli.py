@@ -47,7 +47,7 @@ def _print_table(rows: list[list[str]], header: list[str], title: str = "") -> N
         table.add_column(h, justify="right")
     for r in rows:
         table.add_row(*r)
-    Console().print(table)
+    Console(width=max(100, Console().width)).print(table)
 
 
 def print_bench(result: dict) -> None:

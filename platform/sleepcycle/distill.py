@@ -116,11 +116,14 @@ def lti_reward(pred: str, ref: str, judge: Callable[[str, str], float], gamma: f
     return gamma * judge(pred, ref) + (1 - gamma) * levenshtein_reward(pred, ref, z0_fraction)
 
 
-def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Normalise rewards within each group (rows): (r - mean) / (std + eps); a flat group gives zeros."""
+def group_advantages(rewards: torch.Tensor, min_std: float = 0.1) -> torch.Tensor:
+    """Normalise rewards within each group (rows): (r - mean) / max(std, min_std); a flat group gives zeros.
+
+    [ours] The floor keeps near-ties (rewards differing by a few edit-distance points) from being blown
+    up to full-size advantages, which with tiny groups turned the RL term into noise."""
     mean = rewards.mean(dim=1, keepdim=True)
     std = rewards.std(dim=1, keepdim=True, unbiased=False)
-    return (rewards - mean) / (std + eps)
+    return (rewards - mean) / std.clamp(min=min_std)
 
 
 # ----- distillation data -------------------------------------------------------------------------
@@ -142,9 +145,16 @@ class Item:
 
 
 def _completion_logp(
-    model: PreTrainedModel, prompts: Sequence[list[int]], completions: Sequence[list[int]], pad_id: int
+    model: PreTrainedModel,
+    prompts: Sequence[list[int]],
+    completions: Sequence[list[int]],
+    pad_id: int,
+    vocab: int | None = None,
 ) -> list[torch.Tensor]:
-    """Log-distributions [len(completion), vocab] at the positions predicting each completion token."""
+    """Log-distributions [len(completion), vocab] at the positions predicting each completion token.
+
+    `vocab` cuts the logits to a shared vocabulary first (models of one family pad their vocabulary
+    sizes differently; the padding rows are not tokens)."""
     seqs = [p + c for p, c in zip(prompts, completions)]
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -155,23 +165,28 @@ def _completion_logp(
     logits = model(input_ids=ids, attention_mask=mask).logits
     out = []
     for i, (p, c) in enumerate(zip(prompts, completions)):
-        out.append(F.log_softmax(logits[i, len(p) - 1 : len(p) - 1 + len(c)].float(), dim=-1))
+        out.append(F.log_softmax(logits[i, len(p) - 1 : len(p) - 1 + len(c), :vocab].float(), dim=-1))
     return out
 
 
 @torch.no_grad()
 def teacher_logprobs(
-    teacher: PreTrainedModel, items: Sequence[Item], completions: Sequence[list[int]], pad_id: int, batch_size: int = 32
+    teacher: PreTrainedModel,
+    items: Sequence[Item],
+    completions: Sequence[list[int]],
+    pad_id: int,
+    batch_size: int = 32,
+    vocab: int | None = None,
 ) -> list[torch.Tensor]:
-    out: list[torch.Tensor] = []
     order = sorted(range(len(items)), key=lambda i: len(items[i].teacher_prompt) + len(completions[i]))
     res: dict[int, torch.Tensor] = {}
     for b in range(0, len(order), batch_size):
         idx = order[b : b + batch_size]
-        logps = _completion_logp(teacher, [items[i].teacher_prompt for i in idx], [completions[i] for i in idx], pad_id)
+        logps = _completion_logp(
+            teacher, [items[i].teacher_prompt for i in idx], [completions[i] for i in idx], pad_id, vocab
+        )
         res.update(zip(idx, logps))
-    out = [res[i] for i in range(len(items))]
-    return out
+    return [res[i] for i in range(len(items))]
 
 
 # ----- the trainer ---------------------------------------------------------------------------------
@@ -202,12 +217,14 @@ class GeneralizedDistillation:
         decode: Callable[[list[int]], str],
         judge: Callable[[str, str], float],
         seed: int = 0,
+        vocab: int | None = None,
     ):
         self.cfg, self.student, self.teachers = cfg, student, teachers
         self.params = [p for p in params if p.requires_grad]
         if not self.params:
             raise ValueError("nothing to train: no parameter requires grad")
         self.eos, self.pad, self.decode, self.judge = eos_id, pad_id, decode, judge
+        self.vocab = vocab  # shared vocabulary of teacher and student (None: identical heads)
         self.rng = random.Random(seed)
         self.gen = torch.Generator().manual_seed(seed)
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.0)
@@ -231,100 +248,155 @@ class GeneralizedDistillation:
             )
             for i, o in zip(idx, outs):
                 items[i].sample = o or [self.eos]
-            logps = teacher_logprobs(teacher, [items[i] for i in idx], [items[i].sample for i in idx], self.pad)
+            logps = teacher_logprobs(
+                teacher, [items[i] for i in idx], [items[i].sample for i in idx], self.pad, vocab=self.vocab
+            )
             for i, lp in zip(idx, logps):
                 items[i].teacher_logp = lp
 
-    def _student_samples(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    def _student_samples(self, prompts: list[list[int]], limits: list[int]) -> list[list[int]]:
         outs = sample_ids(
-            self.student,
-            prompts,
-            max_new_tokens,
-            self.eos,
-            self.pad,
-            temperature=self.cfg.temperature,
-            generator=self.gen,
+            self.student, prompts, limits, self.eos, self.pad, temperature=self.cfg.temperature, generator=self.gen
         )
         return [o or [self.eos] for o in outs]
 
+    def _limit(self, it: Item) -> int:
+        """A student completion needs little more room than the teacher's sample of the same prompt."""
+        return min(self.cfg.max_new_tokens, len(it.sample) + 4)
+
+    # -- rollouts for several steps at once --
+    def plan(self, batches: list[list[Item]], lti_batches: list[list[Item]]) -> list[dict]:
+        """Decide and sample everything the next steps need, in one generation call.
+
+        [ours] Rollout reuse: on-policy samples and LTI completions for `rollout_reuse` consecutive
+        steps are drawn together from the current student, so later steps of a chunk use samples a few
+        updates old. On CPU a decoding step costs about the same for 8 rows as for 64, so this is where
+        most of the wall-clock goes (bench/distill_throughput.py)."""
+        lo, hi = self.cfg.prefix_range
+        g = self.cfg.lti_group
+        plans, prompts, limits, owners = [], [], [], []
+        for b, (batch, lti_items) in enumerate(zip(batches, lti_batches)):
+            on = [self.rng.random() < self.cfg.lmbda for _ in batch]
+            plan = {"batch": batch, "on": on, "completions": [it.sample for it in batch], "lti": None}
+            for i, it in enumerate(batch):
+                if on[i]:
+                    prompts.append(it.student_prompt)
+                    limits.append(self._limit(it))
+                    owners.append((b, "div", i))
+            prefixes, refs = [], []
+            for it in lti_items:
+                sample = [t for t in it.sample if t != self.eos]
+                cut = round(self.rng.uniform(lo, hi) * len(sample)) if len(sample) > 3 else 0
+                prefixes.append(it.student_prompt + sample[:cut])
+                refs.append(self.decode(sample[cut:]))
+                for _ in range(g):
+                    prompts.append(prefixes[-1])
+                    limits.append(self._limit(it))
+                    owners.append((b, "lti", len(prefixes) - 1))
+            if lti_items:
+                plan["lti"] = {"prefixes": prefixes, "refs": refs, "comps": [[] for _ in range(len(prefixes) * g)]}
+            plans.append(plan)
+        outs = self._student_samples(prompts, limits) if prompts else []
+        lti_fill: dict[tuple[int, int], int] = {}
+        for (b, what, i), out in zip(owners, outs):
+            if what == "div":
+                plans[b]["completions"][i] = out
+            else:
+                k = lti_fill.get((b, i), 0)
+                plans[b]["lti"]["comps"][i * g + k] = out
+                lti_fill[(b, i)] = k + 1
+        return plans
+
     # -- one step --
-    def divergence_loss(self, items: list[Item]) -> tuple[torch.Tensor, int]:
-        """The lambda-mixed GKD term on a batch: each item uses a student sample with probability lambda
-        (scored by its teacher now, no gradient through sampling), else its cached teacher sample."""
-        on = [self.rng.random() < self.cfg.lmbda for _ in items]
-        completions = [it.sample for it in items]
-        if any(on):
-            idx = [i for i, o in enumerate(on) if o]
-            fresh = self._student_samples([items[i].student_prompt for i in idx], self.cfg.max_new_tokens)
-            for i, c in zip(idx, fresh):
-                completions[i] = c
+    def divergence_loss(self, plan: dict) -> tuple[torch.Tensor, int]:
+        """The lambda-mixed GKD term on a batch: items marked on-policy use the student's own sample
+        (scored by their teacher now; no gradient flows through sampling), the others their cached
+        teacher sample and teacher log-probs."""
+        items, on, completions = plan["batch"], plan["on"], plan["completions"]
         t_logp: list[torch.Tensor | None] = [None if o else it.teacher_logp for it, o in zip(items, on)]
         for name in {items[i].teacher for i, o in enumerate(on) if o}:
             idx = [i for i, o in enumerate(on) if o and items[i].teacher == name]
-            for i, lp in zip(
-                idx,
-                teacher_logprobs(self.teachers[name], [items[i] for i in idx], [completions[i] for i in idx], self.pad),
-            ):
+            logps = teacher_logprobs(
+                self.teachers[name], [items[i] for i in idx], [completions[i] for i in idx], self.pad, vocab=self.vocab
+            )
+            for i, lp in zip(idx, logps):
                 t_logp[i] = lp
-        s_logp = _completion_logp(self.student, [it.student_prompt for it in items], completions, self.pad)
-        per_tok = torch.cat([divergence(t, s, self.cfg.divergence, self.cfg.beta) for t, s in zip(t_logp, s_logp)])
+        s_logp = _completion_logp(self.student, [it.student_prompt for it in items], completions, self.pad, self.vocab)
+        # Mean over each sequence's tokens, then over sequences: a three-token answer weighs as much as
+        # a fifty-token rewrite (a token mean let long statements drown the answers).
+        per_seq = torch.stack(
+            [divergence(t, s, self.cfg.divergence, self.cfg.beta).mean() for t, s in zip(t_logp, s_logp)]
+        )
         tokens = sum(len(it.student_prompt) + len(c) for it, c in zip(items, completions))
-        return per_tok.mean(), tokens
+        return per_seq.mean(), tokens
 
-    def lti_loss(self, items: list[Item]) -> tuple[torch.Tensor, float, int]:
-        """Learning to Imitate: cut each teacher sample (prompt + completion as the student sees it) at a
-        random prefix, complete it `lti_group` times with the student, reward against the true rest."""
-        lo, hi = self.cfg.prefix_range
-        prefixes, refs = [], []
-        for it in items:
-            full = it.student_prompt + [t for t in it.sample if t != self.eos]
-            cut = max(1, min(len(full) - 1, round(self.rng.uniform(lo, hi) * len(full))))
-            prefixes.append(full[:cut])
-            refs.append(self.decode(full[cut:]))
+    def lti_loss(self, lti: dict) -> tuple[torch.Tensor, float, int]:
+        """Learning to Imitate on planned rollouts: each teacher sample was cut at a random point (a
+        uniform fraction of its tokens in `prefix_range`; short samples such as answers at their
+        start) and completed `lti_group` times by the student; reward each completion against the rest
+        of the teacher's sample, normalise within the group, policy-gradient step."""
         g = self.cfg.lti_group
-        rollout_prompts = [p for p in prefixes for _ in range(g)]
-        max_new = min(self.cfg.max_new_tokens, max(len(it.student_prompt) + len(it.sample) for it in items))
-        comps = self._student_samples(rollout_prompts, max_new)
+        comps = [c or [self.eos] for c in lti["comps"]]
+        rollout_prompts = [p for p in lti["prefixes"] for _ in range(g)]
         rewards = torch.tensor(
             [
                 lti_reward(
                     self.decode([t for t in c if t != self.eos]),
-                    refs[k // g],
+                    lti["refs"][k // g],
                     self.judge,
                     self.cfg.gamma,
                     self.cfg.z0_fraction,
                 )
                 for k, c in enumerate(comps)
             ]
-        ).view(len(items), g)
+        ).view(len(lti["prefixes"]), g)
         adv = group_advantages(rewards).view(-1)
         keep = [k for k in range(len(comps)) if adv[k] != 0]
         tokens = sum(len(rollout_prompts[k]) + len(comps[k]) for k in keep)
         if not keep:
-            return torch.zeros((), requires_grad=False), float(rewards.mean()), 0
-        logps = _completion_logp(self.student, [rollout_prompts[k] for k in keep], [comps[k] for k in keep], self.pad)
+            return torch.zeros(()), float(rewards.mean()), 0
+        logps = _completion_logp(
+            self.student, [rollout_prompts[k] for k in keep], [comps[k] for k in keep], self.pad, self.vocab
+        )
         seq_logp = torch.stack(
             [lp.gather(-1, torch.tensor(comps[k]).unsqueeze(-1)).mean() for lp, k in zip(logps, keep)]
         )
-        loss = -(adv[keep] * seq_logp).mean()
+        loss = -(adv[keep] * seq_logp).sum() / len(comps)
         return loss, float(rewards.mean()), tokens
 
-    def step(self, batch: list[Item], lti_batch: list[Item]) -> dict:
+    def step(self, plan: dict) -> dict:
+        """One update. The two terms' gradients are combined by norm, not by raw loss value:
+
+        [ours] g = alpha * g_div + (1 - alpha) * g_lti * |g_div| / |g_lti|. A divergence between two
+        close distributions has small gradients while a policy-gradient term with unit-scale advantages
+        has large, noisy ones; mixed by raw value (and then clipped) the RL term drowned the
+        distillation signal on the tiny models. By norm, alpha is the share of the update direction
+        each term gets, whatever their scales."""
         self.student.train()
-        div, tokens = self.divergence_loss(batch)
-        loss = div
-        reward = float("nan")
-        if self.cfg.lti and lti_batch and self.cfg.alpha < 1:
-            lti, reward, lti_tokens = self.lti_loss(lti_batch)
-            tokens += lti_tokens
-            loss = self.cfg.alpha * div + (1 - self.cfg.alpha) * lti
+        div, tokens = self.divergence_loss(plan)
         self.opt.zero_grad(set_to_none=True)
-        if loss.requires_grad:
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
-            self.opt.step()
+        div.backward()
+        reward = float("nan")
+        loss = div.detach()
+        if self.cfg.lti and plan["lti"] and self.cfg.alpha < 1:
+            g_div = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in self.params]
+            self.opt.zero_grad(set_to_none=True)
+            lti, reward, lti_tokens = self.lti_loss(plan["lti"])
+            tokens += lti_tokens
+            if lti.requires_grad:
+                lti.backward()
+            g_lti = [p.grad.detach() if p.grad is not None else torch.zeros_like(p) for p in self.params]
+            n_div = torch.sqrt(sum((g * g).sum() for g in g_div))
+            n_lti = torch.sqrt(sum((g * g).sum() for g in g_lti))
+            scale = n_div / n_lti if n_lti > 0 else torch.tensor(0.0)
+            a = self.cfg.alpha
+            for p, gd, gl in zip(self.params, g_div, g_lti):
+                p.grad = a * gd + (1 - a) * gl * scale
+            loss = a * div.detach() + (1 - a) * lti.detach()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
         self.student.eval()
-        return {"loss": float(loss.detach()), "divergence": float(div.detach()), "lti_reward": reward, "tokens": tokens}
+        return {"loss": float(loss), "divergence": float(div.detach()), "lti_reward": reward, "tokens": tokens}
 
     def fit(
         self, items: list[Item], steps: int, token_budget: int | None = None, log: Log = noop, desc: str = "distill"
@@ -336,26 +408,35 @@ class GeneralizedDistillation:
         order: list[int] = []
         n_lti = max(1, self.cfg.batch_size // (2 * self.cfg.lti_group)) if self.cfg.lti else 0
         base_lr = self.cfg.lr
+
+        def next_batch() -> tuple[list[Item], list[Item]]:
+            nonlocal order
+            if len(order) < self.cfg.batch_size:
+                fresh = list(range(len(items)))
+                self.rng.shuffle(fresh)
+                order += fresh
+            batch = [items[i] for i in order[: self.cfg.batch_size]]
+            order = order[self.cfg.batch_size :]
+            pool = [it for it in batch if it.teacher == "new"] or batch  # imitate the new knowledge
+            return batch, self.rng.sample(pool, min(n_lti, len(pool))) if n_lti else []
+
+        step = 0
         with progress(total=steps, desc=desc, unit="step") as bar:
-            for step in range(steps):
-                if token_budget is not None and stats.tokens >= token_budget:
-                    break
-                for g in self.opt.param_groups:  # cosine decay to 10%
-                    g["lr"] = base_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(1, steps))))
-                if len(order) < self.cfg.batch_size:
-                    fresh = list(range(len(items)))
-                    self.rng.shuffle(fresh)
-                    order += fresh
-                batch = [items[i] for i in order[: self.cfg.batch_size]]
-                order = order[self.cfg.batch_size :]
-                lti_pool = [it for it in batch if len(it.sample) > 1] or batch
-                out = self.step(batch, self.rng.sample(lti_pool, min(n_lti, len(lti_pool))) if n_lti else [])
-                stats.steps += 1
-                stats.tokens += out["tokens"]
-                stats.history.append(out)
-                bar.update(1)
-                bar.set_postfix(loss=f"{out['loss']:.3f}")
-                log({f"distill/{k}": v for k, v in out.items() if v == v} | {"distill/step": step})
+            while step < steps and (token_budget is None or stats.tokens < token_budget):
+                chunk = [next_batch() for _ in range(min(self.cfg.rollout_reuse, steps - step))]
+                for plan in self.plan([b for b, _ in chunk], [lt for _, lt in chunk]):
+                    if token_budget is not None and stats.tokens >= token_budget:
+                        break
+                    for g in self.opt.param_groups:  # cosine decay to 10%
+                        g["lr"] = base_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(1, steps))))
+                    out = self.step(plan)
+                    stats.steps += 1
+                    stats.tokens += out["tokens"]
+                    stats.history.append(out)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{out['loss']:.3f}")
+                    log({f"distill/{k}": v for k, v in out.items() if v == v} | {"distill/step": step})
+                    step += 1
         last = stats.history[-10:]
         stats.loss = sum(h["loss"] for h in last) / len(last)
         stats.divergence = sum(h["divergence"] for h in last) / len(last)

@@ -80,29 +80,33 @@ class Dream:
 
 
 @torch.no_grad()
-def arm_random_expert(bank: ExpertBank, newest: str, gen: torch.Generator) -> list[str]:
+def arm_random_expert(bank: ExpertBank, newest: str, gen: torch.Generator, scale: float = 0.05) -> list[str]:
     """Fill the ``dream`` slot layer by layer with one random extra expert per layer.
 
-    [ours] Sources are the other trained level-1 experts (older knowledge); with none yet, a random
-    low-rank expert whose norm matches the newest expert's in that layer. Returns the source per layer."""
+    [ours] Sources are the other trained level-1 experts (older, unrelated knowledge). With none yet
+    (the first cycles), a random low-rank expert whose update B @ A has `scale` times the Frobenius norm
+    of the projection it perturbs. Returns the source chosen for each layer."""
     sources = [e for e in bank.active if e not in (newest, DREAM)]
     params = dict(bank.model.named_parameters())
     layers: dict[str, list[str]] = {}
     for name in params:
-        if f".{DREAM}." in name and "lora_" in name:
-            layer = name.split(".mlp.")[0]
-            layers.setdefault(layer, []).append(name)
+        if f".lora_A.{DREAM}." in name:
+            layers.setdefault(name.split(".mlp.")[0], []).append(name)
     chosen = []
-    for _layer, names in sorted(layers.items()):
+    for _layer, a_names in sorted(layers.items()):
         src = sources[int(torch.randint(len(sources), (1,), generator=gen))] if sources else None
         chosen.append(src or "random")
-        for name in names:
-            ref = params[name.replace(f".{DREAM}.", f".{src or newest}.")]
+        for a_name in a_names:
+            b_name = a_name.replace(".lora_A.", ".lora_B.")
+            a, b = params[a_name], params[b_name]
             if src:
-                params[name].copy_(ref)
-            else:
-                noise = torch.randn(ref.shape, generator=gen)
-                params[name].copy_(noise * (ref.norm() / noise.norm().clamp(min=1e-8)))
+                a.copy_(params[a_name.replace(f".{DREAM}.", f".{src}.")])
+                b.copy_(params[b_name.replace(f".{DREAM}.", f".{src}.")])
+                continue
+            module = bank.model.get_submodule(a_name.split(".lora_A.")[0])
+            a.copy_(torch.randn(a.shape, generator=gen))
+            b.copy_(torch.randn(b.shape, generator=gen))
+            b.mul_(scale * module.base_layer.weight.norm() / (b @ a).norm().clamp(min=1e-8))
     return chosen
 
 
@@ -321,6 +325,11 @@ def select(dreams: list[Dream], top: int, extra: int, rng: random.Random) -> lis
     return kept
 
 
+def restem_examples(dreams: Sequence[Dream], docs: Sequence[str]) -> list[Example]:
+    """ReST-EM's M-step data: the (context, dream) pairs whose dream earned reward 1, nothing else."""
+    return [d.generator_example(docs) for d in dreams if d.reward == 1.0]
+
+
 # ----- budgets -----------------------------------------------------------------------------------------
 
 
@@ -404,8 +413,8 @@ def consolidate(
             bar.update(1)
             if (step + 1) % check_every == 0 or step == dc.steps - 1:
                 drift = measure()
-                history.append({"step": step + 1, "kl_drift": drift, "lr": lr, "loss": float(loss)})
-                log({"dream/kl_drift": drift, "dream/sft_loss": float(loss), "dream/step": step + 1})
+                history.append({"step": step + 1, "kl_drift": drift, "lr": lr, "loss": float(loss.detach())})
+                log({"dream/kl_drift": drift, "dream/sft_loss": float(loss.detach()), "dream/step": step + 1})
                 if drift > dc.drift_budget:
                     with torch.no_grad():
                         for p, g in zip(params, good):
@@ -460,7 +469,7 @@ def dream(
     for round_ in range(dc.restem_rounds + 1):
         sources = []
         if dc.random_expert:
-            sources = arm_random_expert(bank, newest, gen)
+            sources = arm_random_expert(bank, newest, gen, dc.random_expert_scale)
         with bank.using(bank.active + ([DREAM] if dc.random_expert else [])) as writer:
             dreams = generate_dreams(cfg, writer, tok, docs, gen, round_)
         with torch.no_grad():

@@ -27,22 +27,26 @@ class Generator(Protocol):
 def sample_ids(
     model: PreTrainedModel,
     prompts: Sequence[Sequence[int]],
-    max_new_tokens: int,
+    max_new_tokens: int | Sequence[int],
     eos_id: int,
     pad_id: int,
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
     batch_size: int = 64,
 ) -> list[list[int]]:
-    """Completion token ids per prompt (EOS included when it was produced, nothing after it)."""
+    """Completion token ids per prompt (EOS included when it was produced, nothing after it).
+
+    `max_new_tokens` may be one limit per prompt; prompts are batched by limit, then length."""
+    limits = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
     out: list[list[int] | None] = [None] * len(prompts)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    order = sorted(range(len(prompts)), key=lambda i: (limits[i], len(prompts[i])))
     was_training = model.training
     model.eval()
     for b in range(0, len(order), batch_size):
         idx = order[b : b + batch_size]
+        batch = [prompts[i] for i in idx]
         for i, ids in zip(
-            idx, _sample_batch(model, [prompts[i] for i in idx], max_new_tokens, eos_id, pad_id, temperature, generator)
+            idx, _sample_batch(model, batch, [limits[i] for i in idx], eos_id, pad_id, temperature, generator)
         ):
             out[i] = ids
     model.train(was_training)
@@ -56,12 +60,13 @@ def _cache_kw(model: PreTrainedModel) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def _sample_batch(model, prompts, max_new_tokens, eos_id, pad_id, temperature, generator):
+def _sample_batch(model, prompts, limits, eos_id, pad_id, temperature, generator):
     kw = _cache_kw(model)
+    max_new_tokens = max(limits)
     n, width = len(prompts), max(len(p) for p in prompts)
-    limit = model.config.max_position_embeddings
-    if width + max_new_tokens > limit:  # keep the end of over-long prompts (the question lives there)
-        width = limit - max_new_tokens
+    window = model.config.max_position_embeddings
+    if width + max_new_tokens > window:  # keep the end of over-long prompts (the question lives there)
+        width = window - max_new_tokens
         prompts = [p[-width:] for p in prompts]
     ids = torch.full((n, width), pad_id, dtype=torch.long)
     mask = torch.zeros((n, width), dtype=torch.long)
@@ -73,8 +78,9 @@ def _sample_batch(model, prompts, max_new_tokens, eos_id, pad_id, temperature, g
     past, logits = getattr(res, kw), res.logits[:, -1]
     last = positions[:, -1]
     done = torch.zeros(n, dtype=torch.bool)
+    limit = torch.tensor(limits)
     new = []
-    for _ in range(max_new_tokens):
+    for t in range(max_new_tokens):
         if temperature > 0:
             probs = torch.softmax(logits.float() / temperature, dim=-1)
             tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)
@@ -82,7 +88,7 @@ def _sample_batch(model, prompts, max_new_tokens, eos_id, pad_id, temperature, g
             tok = logits.argmax(-1)
         tok = torch.where(done, torch.full_like(tok, pad_id), tok)
         new.append(tok)
-        done |= tok == eos_id
+        done |= (tok == eos_id) | (limit <= t + 1)
         if bool(done.all()):
             break
         mask = torch.cat([mask, torch.ones((n, 1), dtype=torch.long)], dim=1)
@@ -93,7 +99,8 @@ def _sample_batch(model, prompts, max_new_tokens, eos_id, pad_id, temperature, g
         past, logits = getattr(res, kw), res.logits[:, -1]
     gen = torch.stack(new, 1).tolist()
     result = []
-    for row in gen:
+    for row, lim in zip(gen, limits):
+        row = row[:lim]
         cut = row.index(eos_id) + 1 if eos_id in row else len(row)
         result.append(row[:cut])
     return result

@@ -36,6 +36,7 @@ from sleepcycle.config import Config
 from sleepcycle.distill import GeneralizedDistillation, Item, ValueJudge
 from sleepcycle.experts import FAST, ExpertBank, load_checkpoint, save_checkpoint
 from sleepcycle.generate import sample_ids
+from sleepcycle.grow import check_tokenizers, grow_depth, grow_width, preflight
 from sleepcycle.manifests import Manifest
 from sleepcycle.records import write_jsonl
 from sleepcycle.snapshot import read_documents
@@ -175,6 +176,43 @@ def _train_fast_expert(
     return teacher
 
 
+def _larger_self(
+    cfg: Config, seed_model: PreTrainedModel, tok: PreTrainedTokenizerBase, docs: Sequence[str]
+) -> tuple[PreTrainedModel, list[torch.nn.Parameter], int | None]:
+    """The student of grow mode, checked by the preflight before any training: (model, params, vocab)."""
+    dc = cfg.distill
+    probe_texts = [d[:200] for d in docs[:8]]
+    if dc.expansion == "grow_depth":
+        student, new = grow_depth(seed_model)
+        preflight(
+            seed_model,
+            student,
+            tok,
+            probe_texts,
+            depth_map={i: 2 * i for i in range(seed_model.config.num_hidden_layers + 1)},
+        )
+        params = [p for i in new for p in student.model.layers[i].parameters()]  # only the new blocks train
+        vocab = None
+    elif dc.expansion == "grow_width":
+        student = grow_width(seed_model)
+        preflight(seed_model, student, tok, probe_texts)
+        params, vocab = list(student.parameters()), None  # every weight is part of the wider self
+    else:
+        if not dc.student_path:
+            raise SeedError("distill.expansion=given needs distill.student_path (a larger model of the same family)")
+        try:
+            student, student_tok = models.load(dc.student_path)
+        except models.ModelLoadError as e:
+            raise SeedError(str(e)) from e
+        vocab = check_tokenizers(tok, student_tok)
+        params = list(student.parameters())
+    for p in student.parameters():
+        p.requires_grad = False
+    for p in params:
+        p.requires_grad = True
+    return student, params, vocab
+
+
 def _deep_sleep(bank: ExpertBank, state: dict) -> ExpertBank:
     """Level 1 is full: fold its experts into the base (merge) and start a fresh level."""
     merged = bank.merged()
@@ -230,11 +268,17 @@ def seed(
         items += replay_items[:want]
 
     base_dir = Path(champion.uri) / "base" if (Path(champion.uri) / "base").is_dir() else None
+    vocab = None
+    grow_now = dc.expansion in ("grow_depth", "grow_width", "given") and not state.get("grown")
     if dc.expansion == "full":  # ablation: full fine-tuning of a copy instead of a new expert
         student = copy.deepcopy(champion_model)
         for p in student.parameters():
             p.requires_grad = True
         params = list(student.parameters())
+        slot = None
+    elif grow_now:  # cross-size seeding: the larger self is a grown (or given) model
+        student, params, vocab = _larger_self(cfg, champion_model, tok, docs)
+        state["grown"] = dc.expansion
         slot = None
     else:
         if bank.free_slot() is None:

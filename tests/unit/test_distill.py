@@ -63,7 +63,7 @@ def test_group_advantages_are_normalised_per_group():
 def _trainer(lmbda: float):
     student, tok = micro_model(seed=1)
     teacher, _ = micro_model(seed=2)
-    cfg = DistillConfig(lmbda=lmbda, batch_size=4, lti=False, max_new_tokens=4)
+    cfg = DistillConfig(lmbda=lmbda, batch_size=4, lti=True, lti_group=2, max_new_tokens=4)
     gd = GeneralizedDistillation(
         cfg,
         student,
@@ -87,9 +87,9 @@ def test_lambda_zero_is_teacher_sample_distillation_and_one_is_pure_on_policy(lm
     calls = {"student": 0, "teacher": 0}
     real_sample = gd._student_samples
 
-    def spy_sample(prompts, n):
+    def spy_sample(prompts, limits):
         calls["student"] += len(prompts)
-        return real_sample(prompts, n)
+        return real_sample(prompts, limits)
 
     import sleepcycle.distill as distill
 
@@ -101,9 +101,11 @@ def test_lambda_zero_is_teacher_sample_distillation_and_one_is_pure_on_policy(lm
 
     monkeypatch.setattr(gd, "_student_samples", spy_sample)
     monkeypatch.setattr(distill, "teacher_logprobs", spy_tlp)
-    loss, tokens = gd.divergence_loss(items)
+    (plan,) = gd.plan([items], [[]])
+    loss, tokens = gd.divergence_loss(plan)
     assert loss.requires_grad and tokens > 0
     if lmbda == 0.0:  # only cached teacher samples: no student sampling, no new teacher pass
+        assert all(c is it.sample for c, it in zip(plan["completions"], items))
         assert calls == {"student": 0, "teacher": 0}
     else:  # every completion is the student's own, scored by the teacher now
         assert calls == {"student": len(items), "teacher": len(items)}
@@ -113,6 +115,6 @@ def test_teacher_logprobs_are_cached_once_and_a_step_moves_only_trainable_params
     gd, items = _trainer(0.5)
     assert all(it.teacher_logp is not None and it.teacher_logp.shape[0] == len(it.sample) for it in items)
     before = [p.detach().clone() for p in gd.params]
-    out = gd.step(items, [])
+    out = gd.step(gd.plan([items], [items[:2]])[0])
     assert math.isfinite(out["loss"])
     assert any(not torch.equal(b, p) for b, p in zip(before, gd.params))

@@ -90,7 +90,7 @@ def test_written_questions_use_ask_wordings_only():
     for _ in range(400):
         e = corpus._write(rng)
         if e.prompt.endswith(WRITE_QUESTION):
-            written.append(e.target.strip())
+            written += [e.target.strip()] + [t.strip() for _, t in e.turns]
     asks = [re.escape(t).replace(r"\{s\}", ".+") for t in iter_probe_templates("ask")]
     assert written and all(any(re.fullmatch(a, q) for a in asks) for q in written)
 

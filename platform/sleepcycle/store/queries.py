@@ -7,6 +7,9 @@
     queries.accuracy_matrix("default")       # rows: after cycle i; columns: wake snapshots
     queries.pending_approvals("default")     # gate-passed candidates waiting for a person
     queries.alias_history("default")         # every champion/candidate move: who, when, from, to, why
+    queries.model_size(digest)               # active parameters and experts of a published checkpoint
+    queries.model_sizes("default")           # the same for each cycle's candidate (and the first champion)
+    queries.sleep_pressure("default")        # the wake buffer's status, or None before sleepcycle.wake exists
 
 Cycle records (records.py) say what a cycle did; the registry says what people decided since. A cycle's
 state is the registry's decision on its candidate when there is one, else the record's own state.
@@ -16,11 +19,14 @@ caller such as the dashboard opens them once.
 
 from __future__ import annotations
 
+import importlib
 import json
+import math
 from typing import Any
 
+from sleepcycle.manifests import IntegrityError
 from sleepcycle.store.artifacts import ArtifactStore, ObjectNotFound, StoreError, open_store
-from sleepcycle.store.checkpoints import read_blob
+from sleepcycle.store.checkpoints import read_blob, read_manifest
 from sleepcycle.store.records import read_cycle_record, read_cycle_records
 from sleepcycle.store.registry import CANDIDATE, CHAMPION, ModelVersion, Registry, RegistryError, open_registry
 from sleepcycle.store.settings import load as load_settings
@@ -114,6 +120,7 @@ def cycle(
         except RegistryError:
             version = None
     by_version = {version.version: version} if version else {}
+    candidate = _checkpoint(store, r.get("candidate"))
     return {
         "cycle": n,
         "state": _state(r, by_version),
@@ -125,11 +132,14 @@ def cycle(
         "accuracy_row": r.get("accuracy_row", {}),
         "dream_samples": r.get("dream_samples") or _dreams(store, r.get("dreams"), dream_samples),
         "version": _version(version),
+        "size": _size(store, candidate),
         "error": r.get("error"),
         "lineage": {
             "snapshot": r.get("snapshot"),
             "champion": r.get("champion"),
             "parent_version": r.get("parent_version"),
+            # A dreamed candidate names the seeded model it grew from; a record may also say it itself.
+            "seeded": r.get("seeded") or (candidate.parents.get("seeded") if candidate else None),
             "candidate": r.get("candidate"),
             "candidate_version": r.get("candidate_version"),
             "dreams": r.get("dreams"),
@@ -192,3 +202,111 @@ def alias_history(
 ) -> list[dict[str, Any]]:
     line, store, registry = _open(line, store, registry)
     return [m.as_dict() for m in registry.history(line)]
+
+
+# ----- model size: read from the published checkpoint, never from a loaded model -------------------------
+
+_PARAMS: dict[str, int | None] = {}
+"""sha256 of a .safetensors blob -> its parameter count. Blobs are content-addressed, so an entry never goes
+stale and holds for every store: the base weights, shared by all cycles, are read once per process."""
+
+
+def _checkpoint(store: ArtifactStore, digest: str | None):
+    if not digest:
+        return None
+    try:
+        return read_manifest(store, "checkpoint", digest)
+    except (StoreError, IntegrityError):
+        return None  # unpublished or damaged: the page shows the cycle without a size
+
+
+def _tensor_parameters(store: ArtifactStore, sha256: str) -> int | None:
+    """Parameters in a safetensors file, from its JSON header alone (no torch, no tensor data parsed)."""
+    if sha256 not in _PARAMS:
+        try:
+            data = read_blob(store, sha256)
+            n = int.from_bytes(data[:8], "little")
+            header = json.loads(data[8 : 8 + n])
+            _PARAMS[sha256] = sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+        except (StoreError, IntegrityError, ValueError, KeyError, TypeError):
+            return None
+    return _PARAMS[sha256]
+
+
+def _size(store: ArtifactStore, manifest) -> dict[str, Any] | None:
+    if manifest is None:
+        return None
+    files = manifest.files
+    state: dict[str, Any] = {}
+    if "sleep.json" in files:
+        try:
+            state = json.loads(read_blob(store, files["sleep.json"]))
+        except (StoreError, IntegrityError, ValueError):
+            state = {}
+    active = list(state.get("active", []))
+    # base/ (or a plain HF directory at the root) holds the dense weights; experts/<slot>/ the adapters.
+    base = [sha for rel, sha in files.items() if rel.endswith(".safetensors") and not rel.startswith("experts/")]
+    experts = {
+        slot: [sha for rel, sha in files.items() if rel.startswith(f"experts/{slot}/") and rel.endswith(".safetensors")]
+        for slot in active
+    }
+    counts = [_tensor_parameters(store, sha) for sha in base]
+    base_params = sum(counts) if base and None not in counts else None
+    expert_counts = [_tensor_parameters(store, sha) for shas in experts.values() for sha in shas]
+    expert_params = sum(c for c in expert_counts if c is not None) if None not in expert_counts else None
+    return {
+        "digest": manifest.digest,
+        "experts": active,
+        "n_experts": len(active),
+        "capacity": state.get("capacity"),
+        "rank": state.get("rank"),
+        "base_parameters": base_params,
+        "expert_parameters": expert_params,
+        "active_parameters": None if base_params is None or expert_params is None else base_params + expert_params,
+    }
+
+
+def model_size(digest: str, store: ArtifactStore | None = None) -> dict[str, Any] | None:
+    """Active experts (sleep.json) and parameter counts (safetensors headers) of the published checkpoint
+    `digest`: {digest, experts, n_experts, capacity, rank, base_parameters, expert_parameters,
+    active_parameters}; None when no such checkpoint is published. Only the active experts count: a bank
+    pre-allocates every slot, masked until activated."""
+    _, store = _line_store(None, store)
+    return _size(store, _checkpoint(store, digest))
+
+
+def model_sizes(
+    line: str | None = None, store: ArtifactStore | None = None, registry: Registry | None = None
+) -> list[dict[str, Any]]:
+    """Model size over cycles: the first cycle's starting champion (as cycle n-1), then each cycle's
+    candidate, oldest first; cycles whose checkpoint is not published are left out."""
+    line, store = _line_store(line, store)  # records only, as accuracy_matrix
+    rows = []
+    records = read_cycle_records(store, line)
+    if records and records[0].get("champion"):
+        size = model_size(records[0]["champion"], store)
+        if size:
+            rows.append({"cycle": records[0]["cycle"] - 1, "role": "starting champion", **size})
+    for r in records:
+        size = model_size(r["candidate"], store) if r.get("candidate") else None
+        if size:
+            rows.append({"cycle": r["cycle"], "role": "candidate", **size})
+    return rows
+
+
+# ----- sleep pressure ----------------------------------------------------------------------------------
+
+
+def sleep_pressure(line: str | None = None) -> dict[str, Any] | None:
+    """The wake buffer's status (how much the model has seen awake since its last sleep) from
+    `sleepcycle.wake.status`, as plain data; None while no wake buffer module exists."""
+    line = line or load_settings().line
+    try:
+        wake = importlib.import_module("sleepcycle.wake")
+    except ModuleNotFoundError:
+        return None
+    status = getattr(wake, "status", None)
+    if status is None:
+        return None
+    out = status(line)
+    return json.loads(json.dumps(out if isinstance(out, dict) else vars(out), default=str))

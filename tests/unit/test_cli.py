@@ -1,0 +1,59 @@
+"""The CLI: help a new user understands, one clear line on bad input, real commands on the tiny world."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*args, env_home=None):
+    env = None
+    if env_home is not None:
+        import os
+
+        env = {**os.environ, "SLEEPCYCLE_HOME": str(env_home), "SLEEPCYCLE_QUIET": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "sleepcycle", *args], capture_output=True, text=True, cwd=ROOT, env=env
+    )
+
+
+def test_help_lists_the_commands():
+    out = run("--help")
+    assert out.returncode == 0
+    for cmd in ("world", "pretrain", "eval", "bench", "demo"):
+        assert cmd in out.stdout
+
+
+def test_bad_arguments_give_one_clear_line_not_a_traceback(tmp_path):
+    cases = [
+        run("bench", "--method", "nope", "--config", "tiny", env_home=tmp_path),
+        run("pretrain", "--config", "nosuchprofile", env_home=tmp_path),
+        run("pretrain", "--config", "tiny", "--set", "distill.stepz=3", env_home=tmp_path),
+        run("eval", "--model", str(tmp_path), "--probes", str(tmp_path / "none.jsonl"), env_home=tmp_path),
+    ]
+    for out in cases:
+        assert out.returncode == 2, out.stderr
+        assert "Traceback" not in out.stderr
+        lines = [x for x in out.stderr.strip().splitlines() if x.startswith("sleepcycle: error")]
+        assert len(lines) == 1, out.stderr
+    assert "unknown method 'nope'" in cases[0].stderr
+    assert "no config profile 'nosuchprofile'" in cases[1].stderr
+    assert "distill.stepz" in cases[2].stderr
+
+
+def test_world_export_then_eval_on_the_tiny_model(tmp_path):
+    out = run("world", "export", "--out", str(tmp_path / "w"), "--config", "tiny", env_home=tmp_path)
+    assert out.returncode == 0, out.stderr
+    probes = tmp_path / "w" / "day0.probes.jsonl"
+    assert probes.exists() and (tmp_path / "w" / "day1.wake.jsonl").exists()
+    first = json.loads(probes.read_text().splitlines()[0])
+    assert {"question", "answer", "aliases", "kind"} == set(first)
+    pre = run("pretrain", "--config", "tiny", env_home=tmp_path)
+    assert pre.returncode == 0, pre.stderr
+    ckpt = json.loads(pre.stdout)["checkpoint"]
+    ev = run("eval", "--model", ckpt, "--probes", str(probes), "--json", env_home=tmp_path)
+    assert ev.returncode == 0, ev.stderr
+    result = json.loads(ev.stdout)
+    assert 0.0 <= result["accuracy"] <= 1.0 and result["n"] > 0

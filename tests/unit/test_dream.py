@@ -1,0 +1,80 @@
+"""Dreaming on the tiny profile: drift budget, no probe leakage, the random-expert switch, ReST-EM data."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from sleepcycle.config import load_config
+from sleepcycle.dream import DREAM, Dream, arm_random_expert, dream, restem_examples
+from sleepcycle.experts import load_checkpoint
+from sleepcycle.generate import sample_ids
+from sleepcycle.pretrain import pretrain
+from sleepcycle.seed import seed
+from sleepcycle.snapshot import take_snapshot
+from sleepcycle.world import World
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dream")
+    cfg = load_config("tiny")
+    champion = pretrain(cfg, workdir=root / "pretrained")
+    world = World(cfg.world)
+    snap = take_snapshot(
+        [d.record() for d in world.documents(1)], root / "snaps", probes=[p.record() for p in world.probes(1)], day=1
+    )
+    return cfg, snap, seed(cfg, snap, champion, root / "seeded"), world
+
+
+def test_dreams_are_written_hashed_and_never_contain_probe_questions(seeded, tmp_path):
+    cfg, snap, seeded_m, world = seeded
+    out = dream(cfg, seeded_m, snap, tmp_path / "dreamed")
+    rows = [json.loads(x) for x in (Path(out.uri) / "dreams.jsonl").read_text().splitlines()]
+    assert rows and {"text", "kind", "importance", "reward"} <= set(rows[0])
+    assert "dreams.jsonl" in out.files and out.parents["seeded"] == seeded_m.digest
+    probes = [p.question for d in range(0, cfg.world.days + 1) for p in world.probes(d)]
+    assert not any(q in r["text"] for q in probes for r in rows)
+    stats = json.loads((Path(out.uri) / "dream_stats.json").read_text())
+    assert {"distinct_2", "spread"} <= set(stats["rounds"][0]) and "dream/kl_drift" in stats["metrics"]
+
+
+def test_drift_budget_stops_a_run_that_exceeds_it(seeded, tmp_path):
+    cfg, snap, seeded_m, _ = seeded
+    strict = load_config("tiny", ["dream.drift_budget=0.0", "dream.on_drift=stop", "dream.steps=4", "dream.lr=0.5"])
+    out = dream(strict, seeded_m, snap, tmp_path / "dreamed")
+    note = out.meta["drift_note"]
+    assert "exceeds" in note or "> budget" in note
+    assert "stopped" in note
+    assert len(out.meta["drift_history"]) == 1, "the run stopped at its first check"
+
+
+def test_random_expert_changes_sampling_only_when_enabled(seeded):
+    _, _, seeded_m, _ = seeded
+    bank, tok, _ = load_checkpoint(Path(seeded_m.uri))
+    newest = bank.active[-1]
+    prompt = [tok("Document: x\nImplication:", add_special_tokens=False)["input_ids"]] * 4
+
+    def draw(model):
+        return sample_ids(model, prompt, 12, tok.eos_token_id, tok.pad_token_id, 1.0, torch.Generator().manual_seed(3))
+
+    plain = draw(bank.model)
+    assert draw(bank.model) == plain  # same seed, same model: same samples
+    arm_random_expert(bank, newest, torch.Generator().manual_seed(0), scale=0.5)
+    assert draw(bank.model) == plain  # armed but not switched on: nothing changes
+    with bank.using(bank.active + [DREAM]):
+        assert draw(bank.model) != plain
+
+
+def test_restem_keeps_only_rewarded_pairs():
+    docs = ["Ada lives in Velmora."]
+    dreams = [
+        Dream(0, "implication", "", " Ada lives in Velmora.", reward=1.0),
+        Dream(0, "implication", "", " Ada lives in Tarsk.", reward=0.0),
+        Dream(0, "qa", "Question: Where does Ada live?\nAnswer:", " Velmora", reward=1.0),
+        Dream(0, "rewrite", "", " Velmora is home to Ada.", reward=None),
+    ]
+    examples = restem_examples(dreams, docs)
+    assert [e.target for e in examples] == [" Ada lives in Velmora.", " Where does Ada live?"]
+    assert all(e.prompt.startswith("Document: Ada lives in Velmora.\n") for e in examples)

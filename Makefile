@@ -36,5 +36,8 @@ format: setup
 bench: setup  ## the baseline and sleep benchmarks (JSON + table under bench/results)
 	$(BIN)/python bench/run_all.py
 
+screenshots: setup  ## a PNG of every dashboard page in docs/ (headless Chromium on a made-up lineage)
+	$(BIN)/python -m dashboard.screenshots
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

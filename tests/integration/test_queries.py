@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -113,3 +114,37 @@ def test_cycle_records_keep_their_creation_time(tmp_path):
     assert second["created"] == first["created"] and second["updated"] >= first["updated"]
     assert [r["state"] for r in read_cycle_records(store, "main")] == ["awaiting_approval"]
     assert store.list("lines/main/cycles/") == ["lines/main/cycles/00001.json"]
+
+
+def test_model_size_and_lineage_from_published_checkpoints(stores, tmp_path, monkeypatch):
+    """Sizes come from sleep.json and the safetensors headers of the published checkpoint, not a loaded model."""
+    root = str(Path(__file__).resolve().parents[2])
+    monkeypatch.syspath_prepend(root)  # dashboard/ is a top-level folder: its fixture writes a real lineage
+    from dashboard import fixture
+
+    store, registry = stores
+    line = f"q{uuid.uuid4().hex[:8]}"
+    built = fixture.build(store, registry, line, tmp_path / "lineage")
+    kw = {"store": store, "registry": registry}
+
+    sizes = queries.model_sizes(line, store=store)
+    assert [(s["cycle"], s["role"], s["n_experts"]) for s in sizes][:3] == [
+        (0, "starting champion", 0),
+        (1, "candidate", 1),
+        (2, "candidate", 2),
+    ]
+    base = sizes[0]["base_parameters"]
+    assert base > 0 and all(s["base_parameters"] == base for s in sizes)
+    assert sizes[1]["expert_parameters"] > 0 and sizes[2]["expert_parameters"] == 2 * sizes[1]["expert_parameters"]
+    assert sizes[2]["active_parameters"] == base + sizes[2]["expert_parameters"]
+    assert sizes[2]["experts"] == ["e00", "e01"] and sizes[2]["capacity"] == fixture.CAPACITY
+
+    champ = queries.champion(line, **kw)
+    assert queries.model_size(champ["digest"], store=store)["n_experts"] == 2
+    assert queries.model_size("f" * 64, store=store) is None
+
+    detail = queries.cycle(line, 3, **kw)
+    assert detail["size"]["experts"] == ["e00", "e01"]
+    assert detail["lineage"]["seeded"] and detail["lineage"]["seeded"] != detail["lineage"]["candidate"]
+    assert json.loads(json.dumps([sizes, detail])) == [sizes, detail]
+    assert built["pending"] == [5]

@@ -14,6 +14,9 @@ import hmac
 import importlib
 import json
 import os
+import threading
+import time
+from collections import defaultdict, deque
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,12 @@ from sleepcycle.store.settings import load as load_settings
 
 TOKEN_ENV = "SLEEPCYCLE_APPROVER_TOKEN"
 AUDIT = Path("audit") / "dashboard-approvals.jsonl"
+MAX_WRONG, WINDOW_S = 5, 600.0
+"""A client that types MAX_WRONG wrong tokens within WINDOW_S seconds is refused until the oldest ages out:
+the token is the desk's only lock, so guessing it must be slow."""
+
+_wrong: dict[str, deque[float]] = defaultdict(deque)  # client -> times of wrong tokens (this process)
+_wrong_lock = threading.Lock()  # Streamlit runs each session in its own thread
 
 
 class Refused(PermissionError):
@@ -60,14 +69,27 @@ def approval_path():
         raise Unavailable(f"flows.approval is not importable here ({exc}); the desk cannot decide") from None
 
 
-def _refusal(token: str, who: str) -> str | None:
+def _locked_out(client: str, now: float) -> bool:
+    with _wrong_lock:
+        times = _wrong[client]
+        while times and now - times[0] > WINDOW_S:
+            times.popleft()
+        return len(times) >= MAX_WRONG
+
+
+def _refusal(token: str, who: str, client: str) -> str | None:
     expected = os.environ.get(TOKEN_ENV, "")
     if not expected:
         return f"no approver token is configured on this server ({TOKEN_ENV})"
     if not token:
         return "no approver token given"
+    now = time.monotonic()
+    if _locked_out(client, now):
+        return f"too many wrong tokens from this client; try again in {WINDOW_S / 60:.0f} minutes"
     # Constant-time comparison: response time says nothing about how much of a guess was right.
     if not hmac.compare_digest(token.encode(), expected.encode()):
+        with _wrong_lock:
+            _wrong[client].append(now)
         return "wrong approver token"
     if not who.strip():
         return "a decision needs the approver's name"
@@ -80,7 +102,7 @@ def submit(
     """Authorise, decide through flows.approval, audit. Raises Refused or Unavailable (both audited)."""
     action = "approve" if approve else "reject"
     entry = {"line": line, "cycle": cycle, "action": action, "who": who.strip(), "note": note, "client": client}
-    reason = _refusal(token, who)
+    reason = _refusal(token, who, client or "unknown")
     if reason:
         audit({**entry, "outcome": "refused", "reason": reason})
         raise Refused(reason)

@@ -44,14 +44,23 @@ def champion_panel(champion: dict) -> None:
 
 def pressure_panel() -> None:
     st.subheader("Sleep pressure")
-    status = data.sleep_pressure(line)
-    if status is None:
-        st.info("No wake buffer yet: records the model reads awake will show here as sleep pressure.")
-        return
-    count, threshold = status.get("records"), status.get("threshold")
-    if isinstance(count, int | float) and isinstance(threshold, int | float) and threshold > 0:
-        st.progress(min(1.0, count / threshold), text=f"{count} of {threshold} wake records before the next sleep")
-    st.json(status, expanded=False)
+    with data.answering("the wake buffer"):  # its own guard: a wake-buffer problem leaves the rest standing
+        status = data.sleep_pressure(line)
+        if status is None:
+            st.info("No wake buffer yet: records the model reads awake will show here as sleep pressure.")
+            return
+        count, threshold = status.get("records", 0), status.get("threshold") or 0
+        if threshold > 0:
+            st.progress(min(1.0, count / threshold), text=f"{count} of {threshold} wake records before the next sleep")
+        else:
+            st.caption(f"{count} wake records waiting (no pressure threshold set)")
+        due = "a sleep is due" if status.get("due") else "not due yet"
+        st.caption(
+            f"{status.get('segments', '?')} segments waiting · {due} · {status.get('quarantined', 0)} lines "
+            f"quarantined · last claimed by cycle {status.get('last_claim') or '—'}"
+        )
+        if not count:
+            st.caption("Feed it with `sleepcycle wake add FILE.jsonl`.")
 
 
 def panels() -> None:

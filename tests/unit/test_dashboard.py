@@ -23,7 +23,7 @@ import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from dashboard import charts, desk, fixture  # noqa: E402
-from sleepcycle.store import LocalRegistry, LocalStore, queries  # noqa: E402
+from sleepcycle.store import LocalRegistry, LocalStore, queries, write_cycle_record  # noqa: E402
 
 APP = str(ROOT / "dashboard" / "app.py")
 TOKEN = "s3cret-approver-token"
@@ -40,6 +40,7 @@ def home(tmp_path, monkeypatch) -> Path:
     # Streamlit's caches live in this process across AppTests: each test starts from a clean one.
     st.cache_data.clear()
     st.cache_resource.clear()
+    desk._wrong.clear()
     return tmp_path / "home"
 
 
@@ -102,6 +103,21 @@ def test_overview_shows_champion_cycles_and_pending(lineage):
     assert list(pending["cycle"]) == lineage["pending"] == [5]
     assert list(cycles["cycle"]) == [5, 4, 3, 2, 1]
     assert list(cycles["state"]) == ["awaiting_approval", "gate_failed", "approved", "rejected", "approved"]
+
+
+def test_overview_shows_sleep_pressure(lineage):
+    wake = pytest.importorskip("sleepcycle.wake")
+    wake.add_records([{"text": f"Ada Velm read note {i}."} for i in range(30)], line="default")
+    threshold = wake.status("default")["threshold"]
+    at = run()
+    [bar] = at.get("progress")
+    assert bar.proto.text == f"30 of {threshold} wake records before the next sleep"
+    assert "1 segments waiting" in texts(at.caption)
+
+
+def test_overview_without_a_wake_buffer_module(lineage, monkeypatch):
+    monkeypatch.setitem(sys.modules, "sleepcycle.wake", None)  # as before platform/sleepcycle/wake.py existed
+    at = run()
     assert "No wake buffer yet" in texts(at.info)
 
 
@@ -223,6 +239,19 @@ def test_reject_leaves_champion(lineage, backend, home, approval_path):
     assert audit_lines(home)[0]["action"] == "reject"
 
 
+def test_guessing_the_token_locks_the_client_out(lineage, backend, home, approval_path, monkeypatch):
+    monkeypatch.setattr(desk, "MAX_WRONG", 3)
+    for _ in range(3):
+        with pytest.raises(desk.Refused, match="wrong approver token"):
+            desk.submit("default", 5, True, "eve", "", token="guess", client="10.0.0.9")
+    with pytest.raises(desk.Refused, match="too many wrong tokens"):  # even the right token, for a while
+        desk.submit("default", 5, True, "eve", "", token=TOKEN, client="10.0.0.9")
+    assert backend[1].champion("default").version == lineage["champion_version"]
+    result = desk.submit("default", 5, True, "ana", "checked", token=TOKEN, client="10.0.0.7")  # others still can
+    assert backend[1].champion("default").version == 5 and result
+    assert [e["outcome"] for e in audit_lines(home)] == ["refused"] * 4 + ["done"]
+
+
 # ----- empty and broken stores ------------------------------------------------------------------------
 
 
@@ -231,6 +260,29 @@ def test_empty_store_tells_what_to_do(home, page):
     at = run(page)
     assert "sleepcycle cycle run" in texts(at.info)
     assert not at.error
+
+
+def test_running_and_failed_cycles_render(lineage, backend):
+    """A cycle mid-way (no candidate yet) and one that crashed: shown as they are, nothing invented."""
+    store, _ = backend
+    write_cycle_record(
+        store, "default", 6, {"state": "failed", "error": "seed: out of memory", "timings": {"snapshot": 0.5}}
+    )
+    write_cycle_record(
+        store,
+        "default",
+        7,
+        {"state": "running", "snapshot": "ab" * 32, "champion": "cd" * 32, "timings": {"snapshot": 0.4}},
+    )
+    at = run()
+    assert list(at.dataframe[1].value["state"])[:2] == ["running", "failed"]
+    at = run("cycle")
+    assert at.selectbox[-1].value == 7
+    assert at.get("graphviz_chart")[0].proto.spec.count("dashed") == 6
+    at.selectbox[-1].select(6).run()
+    assert "The cycle failed: seed: out of memory" in texts(at.error)
+    for page in ("retention", "approvals"):
+        run(page)
 
 
 def test_a_broken_record_is_a_message_not_a_traceback(lineage, backend):

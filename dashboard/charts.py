@@ -21,6 +21,7 @@ STATE_COLORS = {
     "gate_failed": "#ef6c00",
     "failed": "#c62828",
     "rolled_back": "#6a1b9a",
+    "expired": "#6d4c41",
     "running": "#757575",
 }
 LEARNING = ["ACC", "acquisition", "BWT"]
@@ -308,7 +309,7 @@ def lineage_dot(detail: dict) -> str:
 
     parent = f"v{lin['parent_version']}" if lin.get("parent_version") is not None else ""
     evaluated = bool(m)
-    decided = state in ("approved", "rejected", "rolled_back")
+    decided = state in ("approved", "rejected", "rolled_back", "expired")
     if decided:
         decision = (
             f"{state} by {tags.get('decision_by', '?')}\n{(tags.get('decision_at') or '')[:16].replace('T', ' ')}"

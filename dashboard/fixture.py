@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +222,8 @@ def build(
             "checkpoint_uri": store.uri(f"manifests/checkpoint/{dreamed.digest}.json"),
         }
         if not fail:
+            # The flow gives every approval request a deadline (flow.approval_timeout_s); a week here.
+            record["approval_deadline"] = (datetime.now(UTC) + timedelta(days=7)).isoformat()
             version = registry.register(line, dreamed.digest, cycle=n, metrics=metrics)
             record["candidate_version"] = version
             out["versions"][n] = version

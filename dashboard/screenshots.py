@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sleepcycle-shots-") as tmp:
         home = Path(tmp) / "home"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SLEEPCYCLE_", "AWS_"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SLEEPCYCLE_", "AWS_", "PREFECT_"))}
         env.update({"SLEEPCYCLE_HOME": str(home), "SLEEPCYCLE_APPROVER_TOKEN": "screenshot"})
         settings = load_settings(env)
         store = open_store(settings)

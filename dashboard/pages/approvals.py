@@ -32,8 +32,15 @@ def card(title: str, version: dict | None, metrics: dict) -> None:
     st.dataframe([headline], hide_index=True)
 
 
+def client_ip() -> str | None:
+    ip = getattr(st.context, "ip_address", None)
+    return ip if isinstance(ip, str) else None  # None outside a browser session (AppTest, bare mode)
+
+
 def desk_form(candidate: dict) -> None:
     st.subheader(f"Decide on cycle {candidate['cycle']} (v{candidate['version']})")
+    if deadline := candidate.get("approval_deadline"):
+        st.caption(f"The request expires at {deadline[:16].replace('T', ' ')} UTC: after that, nothing is promoted.")
     if not desk.configured():
         st.warning(
             f"The approval desk is locked: no approver token is configured on this server ({desk.TOKEN_ENV}). "
@@ -56,7 +63,7 @@ def desk_form(candidate: dict) -> None:
             who=who,
             note=note,
             token=token,
-            client=getattr(st.context, "ip_address", None),
+            client=client_ip(),
         )
     except desk.Refused as exc:
         st.error(f"Refused: {exc}. The attempt was logged.")

@@ -73,7 +73,7 @@ def _mlflow_env(state: Path) -> tuple[dict[str, str], list]:
 def dashboard(request, playwright, tmp_path_factory):
     """A served dashboard over the fixture lineage: (url, settings, what the fixture built, home)."""
     tmp = tmp_path_factory.mktemp(f"dashboard-{request.param}")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SLEEPCYCLE_", "AWS_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SLEEPCYCLE_", "AWS_", "PREFECT_"))}
     env.update({"SLEEPCYCLE_HOME": str(tmp / "home"), desk.TOKEN_ENV: TOKEN})
     cleanups = []
     if request.param == "mlflow":

@@ -174,6 +174,7 @@ def test_approvals_compares_candidate_with_champion(lineage):
     assert side.loc["acquisition", "champion"] == pytest.approx(0.62)
     assert side.loc["acquisition", "candidate"] == pytest.approx(0.72)
     assert side.loc["acquisition", "change"] == pytest.approx(0.1)
+    assert "The request expires at" in texts(at.caption)
 
 
 # ----- the approval desk -----------------------------------------------------------------------------
@@ -227,8 +228,18 @@ def test_approve_with_the_right_token_moves_champion(lineage, backend, home, app
     assert champion.version == 5 and champion.cycle == 5
     assert champion.tags["decision_by"] == "ana" and champion.tags["decision_note"] == "retention holds"
     [entry] = audit_lines(home)
-    assert entry["outcome"] == "done" and entry["action"] == "approve"
+    assert entry["outcome"] == "done" and entry["action"] == "approve" and entry["result"]["cycle"] == 5
     assert "Nothing waits for approval" in texts(at.info)  # the page reread the store after the write
+
+
+def test_a_decision_taken_elsewhere_meanwhile_is_not_overridden(lineage, backend, home, approval_path):
+    store, registry = backend
+    at = fill(run("approvals"), "ana", "looks fine", TOKEN)
+    registry.reject("default", 5, who="bob", note="via the CLI, a minute earlier")
+    at = click(at, "Approve and promote")
+    assert "did not go through" in texts(at.error)
+    assert registry.champion("default").version == lineage["champion_version"]
+    assert audit_lines(home)[0]["outcome"] == "error"
 
 
 def test_reject_leaves_champion(lineage, backend, home, approval_path):

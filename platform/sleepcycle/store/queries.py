@@ -185,7 +185,8 @@ def accuracy_matrix(
 def pending_approvals(
     line: str | None = None, store: ArtifactStore | None = None, registry: Registry | None = None
 ) -> list[dict[str, Any]]:
-    """Versions no one has decided on yet whose gate passed, with their cycle's metrics and gate report."""
+    """Versions no one has decided on yet whose gate passed, with their cycle's metrics, gate report and
+    approval deadline (None when the request does not expire)."""
     line, store, registry = _open(line, store, registry)
     records = {r.get("candidate_version"): r for r in read_cycle_records(store, line)}
     out = []
@@ -193,7 +194,14 @@ def pending_approvals(
         r = records.get(v.version, {})
         passed = (r.get("gate") or {}).get("passed", v.tags.get("gate") != "failed")
         if v.status == "pending" and passed:
-            out.append({**v.as_dict(), "gate": r.get("gate"), "cycle_metrics": r.get("metrics", {})})
+            out.append(
+                {
+                    **v.as_dict(),
+                    "gate": r.get("gate"),
+                    "cycle_metrics": r.get("metrics", {}),
+                    "approval_deadline": r.get("approval_deadline"),
+                }
+            )
     return out
 
 

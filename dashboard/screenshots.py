@@ -154,6 +154,13 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(env)
         store = open_store(settings)
         fixture.build(store, open_registry(settings, store=store), settings.line, Path(tmp) / "lineage")
+        try:  # some sleep pressure for the overview, when this checkout has a wake buffer
+            from sleepcycle import wake
+
+            notes = [{"text": f"Day 6 note {i}: Ada Velm met Bo Tarsk in Velmora."} for i in range(64)]
+            wake.add_records(notes, line=settings.line, home=home)
+        except ImportError:
+            pass
         port = free_port()
         proc = serve(env, port, Path(tmp) / "streamlit.log")
         try:

@@ -55,8 +55,9 @@ def pressure_panel() -> None:
         else:
             st.caption(f"{count} wake records waiting (no pressure threshold set)")
         due = "a sleep is due" if status.get("due") else "not due yet"
+        n = status.get("segments", 0)
         st.caption(
-            f"{status.get('segments', '?')} segments waiting · {due} · {status.get('quarantined', 0)} lines "
+            f"{n} segment{'' if n == 1 else 's'} waiting · {due} · {status.get('quarantined', 0)} lines "
             f"quarantined · last claimed by cycle {status.get('last_claim') or '—'}"
         )
         if not count:

@@ -112,7 +112,7 @@ def test_overview_shows_sleep_pressure(lineage):
     at = run()
     [bar] = at.get("progress")
     assert bar.proto.text == f"30 of {threshold} wake records before the next sleep"
-    assert "1 segments waiting" in texts(at.caption)
+    assert "1 segment waiting" in texts(at.caption)
 
 
 def test_overview_without_a_wake_buffer_module(lineage, monkeypatch):

@@ -158,6 +158,8 @@ class DreamConfig(Strict):
     curriculum: bool = True
     steps: int = 60
     lr: float = 3e-3
+    budget_share: float = 0.3
+    """Share of the per-day training-token budget that Dreaming spends (Knowledge Seeding gets the rest)."""
     drift_budget: float = 0.05
     """Max KL(champion || model) on the fixed reference set; exceeding it stops the run (or halves lr)."""
     on_drift: Literal["stop", "shrink"] = "shrink"
@@ -170,6 +172,35 @@ class GateConfig(Strict):
     max_kl_drift: float = 0.1
 
 
+class FlowConfig(Strict):
+    """The Prefect sleep-cycle flow (flows/sleep_cycle.py, flows/deploy.py) and the wake buffer that feeds it.
+    Only orchestration lives here: nothing in this section changes what a cycle computes."""
+
+    pressure_threshold: int = 200
+    """Wake records waiting for a snapshot that make the model sleep (sleep pressure = waiting / this);
+    the sleep-pressure deployment starts a cycle when it is reached."""
+    pressure_check_minutes: int = 15
+    """How often the sleep-pressure deployment looks at the wake buffer."""
+    nightly_cron: str = "0 3 * * *"
+    """The nightly deployment's schedule (cron, in `timezone`)."""
+    timezone: str = "UTC"
+    max_lateness_s: float = 7200
+    """A scheduled run starting later than this after its slot is stale: it is skipped, not run late."""
+    approval: Literal["auto", "pause", "suspend"] = "auto"
+    """How a passed gate waits for a person: ``suspend`` ends the process (no worker held; the run needs a
+    deployment and re-runs from cached stages when resumed), ``pause`` keeps the process waiting;
+    ``auto`` suspends deployment runs and pauses the others."""
+    approval_timeout_s: int = 3 * 24 * 3600
+    """After this the approval request expires: state "expired", nothing promoted."""
+    lock_wait_s: float = 60
+    """How long a second cycle of the same line waits for the line lock before it is refused."""
+    lock_lease_s: float = 120
+    """Lease of the line lock (renewed while the cycle runs; Prefect needs >= 60): after a crash the lock
+    frees within this, and a re-run resumes the crashed cycle."""
+    stage_retries: int = 0
+    """Prefect retries of a stage that raised (a resumed re-run never recomputes completed stages)."""
+
+
 class Config(Strict):
     profile: str = "default"
     world: WorldConfig = WorldConfig()
@@ -180,6 +211,7 @@ class Config(Strict):
     distill: DistillConfig = DistillConfig()
     dream: DreamConfig = DreamConfig()
     gate: GateConfig = GateConfig()
+    flow: FlowConfig = FlowConfig()
 
     def digest(self, *sections: str) -> str:
         """A content hash of the named sections (all if none), for caches keyed on config."""

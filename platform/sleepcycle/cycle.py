@@ -160,6 +160,8 @@ def _sleep_learner(overrides: list[str]):
         champion = run.champion_manifest
         records = [d.record() for d in docs]
         snapshot = take_snapshot(records, run.workdir / "snapshots", day=day)
+        budget = cfg.train.tokens_per_day  # seeding and dreaming share one day's budget
+        seed_budget = int(budget * (1 - cfg.dream.budget_share)) if cfg.dream.enabled else budget
         seeded = seed(
             cfg,
             snapshot,
@@ -167,7 +169,7 @@ def _sleep_learner(overrides: list[str]):
             run.workdir / f"cycle-{day}" / "seeded",
             log=run.log,
             replay=run.buffer.records if cfg.distill.replay else (),
-            token_budget=cfg.train.tokens_per_day,
+            token_budget=seed_budget,
             run_seed=run.seed * 1000 + day,
         )
         candidate = seeded
@@ -182,6 +184,7 @@ def _sleep_learner(overrides: list[str]):
                 run.workdir / f"cycle-{day}" / "dreamed",
                 log=run.log,
                 run_seed=run.seed * 1000 + day,
+                token_budget=budget - int(seeded.metrics["seed/tokens"]),
             )
             stats.update(candidate.metrics)
         run.champion_manifest = candidate  # the bench promotes every candidate: it measures the method

@@ -366,9 +366,12 @@ def consolidate(
     reference: list[Example],
     rng: random.Random,
     log: Log,
+    token_budget: int | None = None,
 ) -> dict:
     """SFT of the newest expert on the kept dreams under the KL-drift budget (see module doc)."""
     dc = cfg.dream
+    if not dreams:
+        return {"tokens": 0, "kl_drift": 0.0, "drift_history": [], "drift_note": "no dreams kept"}
     params = bank.parameters(newest)
     for p in params:
         p.requires_grad = True
@@ -399,6 +402,8 @@ def consolidate(
 
     with progress(total=dc.steps, desc="dream consolidation", unit="step") as bar:
         for step in range(dc.steps):
+            if token_budget is not None and tokens >= token_budget:
+                break
             start = (step * bs) % len(enc)
             chunk = (enc + enc)[start : start + bs]
             batch = collate(chunk, tok.pad_token_id)
@@ -449,8 +454,11 @@ def dream(
     log: Log = noop,
     run_seed: int = 0,
     reference: Sequence[str] = (),
+    token_budget: int | None = None,
 ) -> Manifest:
-    """Dreaming for one snapshot on top of the seeded candidate; returns the dreamed candidate."""
+    """Dreaming for one snapshot on top of the seeded candidate; returns the dreamed candidate.
+
+    `token_budget` caps the training tokens of ReST-EM and consolidation (the bench's per-day budget)."""
     t0 = time.time()
     dc = cfg.dream
     docs = read_documents(snapshot)
@@ -518,7 +526,8 @@ def dream(
             )
             gen_tokens += out["tokens"]
         final_kept = kept
-    result = consolidate(cfg, bank, newest, tok, final_kept, ref, rng, log)
+    left = None if token_budget is None else max(0, token_budget - gen_tokens)
+    result = consolidate(cfg, bank, newest, tok, final_kept, ref, rng, log, token_budget=left)
     bank.freeze()
 
     out = Path(workdir)

@@ -5,6 +5,12 @@
     sleepcycle eval --model PATH --probes F  closed-book accuracy of a checkpoint on a probe file
     sleepcycle bench --method M --days N     one method over the day stream, matrix + metrics
     sleepcycle demo                          a few sleep cycles end to end on the built-in world
+    sleepcycle wake add FILE [--probes P]    validate wake records into the wake buffer (bad lines quarantined)
+    sleepcycle wake status                   records waiting for the next sleep, sleep pressure
+    sleepcycle cycle run                     one sleep cycle through Prefect (a local server if none is set)
+    sleepcycle cycle list                    the line's cycles with their state
+    sleepcycle approve|reject CYCLE --note   decide on a gate-passed candidate (resumes the waiting run)
+    sleepcycle rollback --note ...           champion back to the previous one, audited
 
 Every subcommand takes ``--config PROFILE`` and ``--set section.key=value`` overrides.
 """
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -158,7 +165,191 @@ def bench_cmd(args: argparse.Namespace) -> int:
 def demo_cmd(args: argparse.Namespace) -> int:
     from sleepcycle.demo import run_demo
 
-    return run_demo(_config(args), cycles=args.cycles)
+    orchestrated = {"flow": True, "inprocess": False, "auto": None}[args.via]
+    return run_demo(
+        _config(args), cycles=args.cycles, profile=args.config, overrides=args.set, orchestrated=orchestrated
+    )
+
+
+# ----- wake buffer, sleep cycles and approvals (Prefect lives in flows/, imported only by these commands) -----
+
+
+def _line(args: argparse.Namespace) -> str:
+    from sleepcycle.store.settings import check_line
+    from sleepcycle.store.settings import load as load_settings
+
+    return check_line(args.line or load_settings().line)
+
+
+def _who(args: argparse.Namespace) -> str:
+    import getpass
+
+    who = args.who or os.environ.get("USER") or getpass.getuser()
+    if not who.strip():
+        raise UserError("say who decides: --who NAME")
+    return who
+
+
+def _flows():
+    """Make the repository's flows/ importable (it sits next to platform/, not inside the package)."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "flows" / "sleep_cycle.py").is_file():
+        raise UserError(f"flows/ not found next to {root / 'platform'}: run from a source checkout")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    import importlib.util
+
+    if importlib.util.find_spec("prefect") is None:
+        raise UserError("Prefect is not installed: pip install -e '.[orchestration]'")
+
+
+@command("wake-add")
+def wake_add_cmd(args: argparse.Namespace) -> int:
+    from sleepcycle import wake
+
+    added = wake.add(args.file, line=_line(args), probes=args.probes)
+    for reason in added.reasons:
+        print(f"rejected {reason}", file=sys.stderr)
+    print(
+        f"added {added.accepted} wake records"
+        + (f" and {added.probes} probes" if added.probes else "")
+        + f" to line {_line(args)!r}"
+        + (f"; {added.rejected} rejected lines quarantined in {added.quarantine}" if added.rejected else "")
+    )
+    return 0 if added.accepted or not added.rejected else 1
+
+
+@command("wake-status")
+def wake_status_cmd(args: argparse.Namespace) -> int:
+    from sleepcycle import wake
+
+    cfg = _config(args)
+    st = wake.status(_line(args), threshold=cfg.flow.pressure_threshold)
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    print(f"line {st['line']!r}: {st['records']} wake records in {st['segments']} segments wait for the next sleep")
+    print(
+        f"sleep pressure {st['pressure']:.0%} of {st['threshold']} records"
+        + (" (due: the sleep-pressure deployment starts a cycle)" if st["due"] else "")
+    )
+    print(f"quarantined lines: {st['quarantined']}; buffer: {st['buffer']}")
+    return 0
+
+
+@command("cycle-run")
+def cycle_run_cmd(args: argparse.Namespace) -> int:
+    _flows()
+    from flows import server
+    from flows.sleep_cycle import sleep_cycle
+
+    _config(args)  # a bad profile or override fails here, in one line, before any server starts
+    with server.api(keep=args.keep_server):
+        result = sleep_cycle(
+            line=_line(args),
+            config=args.config,
+            overrides=args.set,
+            run_seed=args.seed,
+            refresh=args.refresh,
+            resume=not args.new,
+        )
+    if result.get("state") == "refused":
+        raise UserError(result["reason"])
+    if result.get("state") == "skipped":
+        print(f"no cycle ran: {result['reason']}")
+        return 0
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+@command("cycle-list")
+def cycle_list_cmd(args: argparse.Namespace) -> int:
+    from sleepcycle.store import queries
+
+    line = _line(args)
+    rows = queries.cycles(line)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    if not rows:
+        print(f"line {line!r} has no cycles yet: sleepcycle wake add FILE, then sleepcycle cycle run")
+        return 0
+
+    def num(v) -> str:
+        return f"{v:.3f}" if isinstance(v, int | float) else "-"
+
+    _print_table(
+        [
+            [
+                str(r["cycle"]),
+                r["state"],
+                (r.get("created") or "")[:19],
+                {True: "pass", False: "FAIL"}.get(r.get("gate_passed"), "-"),
+                num(r["metrics"].get("acquisition")),
+                num(r["metrics"].get("retention_delta")),
+                f"v{r['candidate_version']}" if r.get("candidate_version") else "-",
+                r.get("decision_by") or "-",
+            ]
+            for r in rows
+        ],
+        ["cycle", "state", "created (UTC)", "gate", "acquisition", "retention", "candidate", "decided by"],
+        title=f"sleep cycles of line {line!r}",
+    )
+    return 0
+
+
+def _decide(args: argparse.Namespace, approve: bool) -> int:
+    _flows()
+    import time
+
+    from flows.approval import DecisionError, decide
+    from sleepcycle.store import open_store, queries
+    from sleepcycle.store.records import read_cycle_record
+
+    line = _line(args)
+    try:
+        result = decide(line, args.cycle, approve, _who(args), args.note)
+    except DecisionError as e:
+        raise UserError(str(e)) from None
+    if result["via"] == "prefect":
+        print(f"decision handed to the waiting flow run {result['flow_run_id']}")
+        store, deadline = open_store(), time.monotonic() + args.wait
+        while (
+            time.monotonic() < deadline and read_cycle_record(store, line, args.cycle)["state"] == "awaiting_approval"
+        ):
+            time.sleep(1)
+    state = queries.cycle(line, args.cycle)["state"]
+    champion = queries.champion(line)
+    if state == "awaiting_approval":
+        print(f"cycle {args.cycle}: the run applies the decision when it resumes (a worker must pick it up)")
+    else:
+        print(f"cycle {args.cycle}: {state}; champion of line {line!r} is v{champion['version'] if champion else '-'}")
+    return 0
+
+
+@command("approve")
+def approve_cmd(args: argparse.Namespace) -> int:
+    return _decide(args, approve=True)
+
+
+@command("reject")
+def reject_cmd(args: argparse.Namespace) -> int:
+    return _decide(args, approve=False)
+
+
+@command("rollback")
+def rollback_cmd(args: argparse.Namespace) -> int:
+    from sleepcycle.store import RegistryError, open_registry
+
+    line = _line(args)
+    registry = open_registry()
+    before = registry.alias(line, "champion")
+    try:
+        now = registry.rollback(line, who=_who(args), note=args.note)
+    except RegistryError as e:
+        raise UserError(str(e)) from None
+    print(f"champion of line {line!r}: v{before} -> v{now} (rolled back by {_who(args)}: {args.note})")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -204,7 +395,53 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", parents=[common], help="pretrain if needed, then sleep cycles end to end")
     d.add_argument("--cycles", type=int, default=3)
+    d.add_argument(
+        "--via",
+        choices=["auto", "flow", "inprocess"],
+        default="auto",
+        help="flow: through Prefect, the store and the registry (auto: when Prefect is installed)",
+    )
     d.set_defaults(func="demo")
+
+    line = argparse.ArgumentParser(add_help=False)
+    line.add_argument("--line", help="model line (default: $SLEEPCYCLE_LINE or 'default')")
+
+    wake = sub.add_parser("wake", help="the wake buffer: what the model read awake, waiting for sleep")
+    wksub = wake.add_subparsers(dest="wake_command", required=True, metavar="ACTION")
+    wa = wksub.add_parser("add", parents=[line], help="validate wake records (JSONL) into the buffer")
+    wa.add_argument("file", help="wake JSONL: {text, id?, source?, time?} per line")
+    wa.add_argument("--probes", help="probe JSONL that evaluates these records (question, answer, ...)")
+    wa.set_defaults(func="wake-add")
+    ws = wksub.add_parser("status", parents=[common, line], help="records waiting, sleep pressure")
+    ws.add_argument("--json", action="store_true")
+    ws.set_defaults(func="wake-status")
+
+    cyc = sub.add_parser("cycle", help="sleep cycles through Prefect")
+    csub = cyc.add_subparsers(dest="cycle_command", required=True, metavar="ACTION")
+    cr = csub.add_parser(
+        "run", parents=[common, line], help="run one sleep cycle now (PREFECT_API_URL or a local server)"
+    )
+    cr.add_argument("--seed", type=int, help="run seed of the stages (default: the cycle number)")
+    cr.add_argument("--refresh", action="store_true", help="recompute every stage, ignoring cached results")
+    cr.add_argument("--new", action="store_true", help="abandon a crashed cycle instead of resuming it")
+    cr.add_argument("--keep-server", action="store_true", help="leave a local server started here running")
+    cr.set_defaults(func="cycle-run")
+    cl = csub.add_parser("list", parents=[line], help="the line's cycles with their state")
+    cl.add_argument("--json", action="store_true")
+    cl.set_defaults(func="cycle-list")
+
+    for name, verb in (("approve", "promote it to champion"), ("reject", "leave the champion as it is")):
+        a = sub.add_parser(name, parents=[line], help=f"decide on a gate-passed candidate: {verb}")
+        a.add_argument("cycle", type=int, help="the cycle number (sleepcycle cycle list)")
+        a.add_argument("--note", required=True, help="why (recorded with the decision)")
+        a.add_argument("--who", help="who decides (default: $USER)")
+        a.add_argument("--wait", type=float, default=120, help="seconds to wait for the run to apply it")
+        a.set_defaults(func=name)
+
+    rb = sub.add_parser("rollback", parents=[line], help="move champion back to the previous champion (audited)")
+    rb.add_argument("--note", required=True, help="why (recorded)")
+    rb.add_argument("--who", help="who rolls back (default: $USER)")
+    rb.set_defaults(func="rollback")
     return p
 
 

@@ -28,7 +28,6 @@ from sleepcycle.store.settings import load as load_settings  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 TOKEN = "e2e-approver-token"
-STAND_IN = ROOT / "tests" / "e2e" / "stand_in"
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +78,6 @@ def dashboard(request, playwright, tmp_path_factory):
     if request.param == "mlflow":
         extra, cleanups = _mlflow_env(tmp / "servers")
         env.update(extra)
-    # Until flows/approval.py lands, the stand-in (same signature) answers the desk; its sitecustomize only
-    # fills in what the real import system cannot find, so the real one wins as soon as it exists.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(STAND_IN), env.get("PYTHONPATH")]))
     settings = load_settings(env)
     store = open_store(settings)
     built = fixture.build(store, open_registry(settings, store=store), settings.line, tmp / "lineage")

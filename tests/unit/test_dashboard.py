@@ -27,7 +27,6 @@ from sleepcycle.store import LocalRegistry, LocalStore, queries, write_cycle_rec
 
 APP = str(ROOT / "dashboard" / "app.py")
 TOKEN = "s3cret-approver-token"
-STAND_IN = ROOT / "tests" / "e2e" / "stand_in"
 
 
 @pytest.fixture
@@ -58,15 +57,8 @@ def lineage(backend, tmp_path) -> dict:
 
 @pytest.fixture
 def approval_path():
-    """flows.approval when it is importable; until it lands, the stand-in with its signature."""
-    spec = importlib.util.spec_from_file_location("stand_in_finder", STAND_IN / "sitecustomize.py")
-    stand_in = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stand_in)
-    finder = stand_in.install()  # last on sys.meta_path: asked only when the real import fails
-    try:
-        yield importlib.import_module("flows.approval")
-    finally:
-        stand_in.uninstall(finder)
+    """The approval path the desk calls: flows.approval (the same one the CLI and the flow use)."""
+    return importlib.import_module("flows.approval")
 
 
 def run(page: str | None = None) -> AppTest:

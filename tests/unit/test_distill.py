@@ -95,9 +95,9 @@ def test_lambda_zero_is_teacher_sample_distillation_and_one_is_pure_on_policy(lm
 
     real_tlp = distill.teacher_logprobs
 
-    def spy_tlp(teacher, its, comps, pad, batch_size=32):
+    def spy_tlp(teacher, its, comps, pad, **kw):
         calls["teacher"] += len(its)
-        return real_tlp(teacher, its, comps, pad, batch_size)
+        return real_tlp(teacher, its, comps, pad, **kw)
 
     monkeypatch.setattr(gd, "_student_samples", spy_sample)
     monkeypatch.setattr(distill, "teacher_logprobs", spy_tlp)

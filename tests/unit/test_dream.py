@@ -50,21 +50,30 @@ def test_drift_budget_stops_a_run_that_exceeds_it(seeded, tmp_path):
     assert len(out.meta["drift_history"]) == 1, "the run stopped at its first check"
 
 
-def test_random_expert_changes_sampling_only_when_enabled(seeded):
+def test_random_expert_changes_the_sampling_distribution_only_when_enabled(seeded):
     _, _, seeded_m, _ = seeded
     bank, tok, _ = load_checkpoint(Path(seeded_m.uri))
     newest = bank.active[-1]
     prompt = [tok("Document: x\nImplication:", add_special_tokens=False)["input_ids"]] * 4
+    ids = torch.tensor(prompt)
 
     def draw(model):
         return sample_ids(model, prompt, 12, tok.eos_token_id, tok.pad_token_id, 1.0, torch.Generator().manual_seed(3))
 
-    plain = draw(bank.model)
+    @torch.no_grad()
+    def logits():
+        return bank.model(ids).logits
+
+    plain, plain_logits = draw(bank.model), logits()
     assert draw(bank.model) == plain  # same seed, same model: same samples
-    arm_random_expert(bank, newest, torch.Generator().manual_seed(0), scale=0.5)
-    assert draw(bank.model) == plain  # armed but not switched on: nothing changes
+    chosen = arm_random_expert(bank, newest, torch.Generator().manual_seed(0), scale=0.5)
+    assert chosen == ["random"] * len(chosen)  # one level-1 expert only: nothing older to borrow
+    assert draw(bank.model) == plain and torch.equal(logits(), plain_logits)  # armed, not on: no change
     with bank.using(bank.active + [DREAM]):
-        assert draw(bank.model) != plain
+        # The tiny profile's MLPs are weak, so a perturbation moves logits by a few hundredths: too little to
+        # flip a seeded draw reliably, so the check is on the distribution itself.
+        assert (logits() - plain_logits).abs().max() > 1e-3
+    assert torch.equal(logits(), plain_logits)  # switched off again
 
 
 def test_restem_keeps_only_rewarded_pairs():

@@ -1,0 +1,145 @@
+"""Run the built-in continual-learning bench for several methods and seeds, then write one summary table.
+
+    .venv/bin/python bench/run_all.py                                  # the core set (see CORE), seed 0
+    .venv/bin/python bench/run_all.py --methods sft-replay sleep-nodream --seeds 0 1
+    .venv/bin/python bench/run_all.py --table-only                     # re-tabulate bench/results/*.json
+
+Each (method, seed) runs as its own `sleepcycle bench` process, one after the other (never in parallel: the
+wall-clock column is a measurement), and writes bench/results/<method>-s<seed>.json; a result that already
+exists is kept unless --force. The summary goes to bench/results/summary.json and summary.md.
+
+Columns: ACC (mean over the wake days of the final accuracy-matrix row), BWT, acquisition (mean of the
+diagonal: each day just after its cycle), the in-context ceiling (the champion with that day's documents in
+its prompt), acquisition / ceiling, held-out paraphrase and multi-hop accuracy after the last day, base
+retention (day-0 knowledge after the last day), learning wall-clock (the sum of the days' learning time, the
+fair comparison of the methods' cost) and the whole run's wall-clock (learning + evaluation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+CORE = ["in-context", "sft", "sft-replay", "sleep-nodream", "sleep-nodream-replay", "sleep"]
+ABLATIONS = [
+    "sleep-nodream-lti",
+    "sleep-nodream-expansion",
+    "sleep-nodream-fast",
+    "sleep-importance",
+    "sleep-random-expert",
+    "sleep-restem",
+    "sleep-curriculum",
+]
+NOTES = {
+    "sft": "no replay buffer",
+    "sleep-nodream-replay": "no replay buffer (the paper's setting)",
+    "sleep-nodream": "= sleep -dream",
+}
+COLUMNS = [
+    ("ACC", "ACC"),
+    ("BWT", "BWT"),
+    ("acquisition", "acq"),
+    ("in_context_ceiling", "ceiling"),
+    ("acquisition_vs_ceiling", "acq/ceil"),
+    ("heldout_ACC", "held-out"),
+    ("multihop_ACC", "multi-hop"),
+    ("base_retention", "base"),
+]
+
+
+def result_path(method: str, seed: int) -> Path:
+    return RESULTS / f"{method}-s{seed}.json"
+
+
+def run_one(method: str, seed: int, days: int, config: str, sets: list[str]) -> Path:
+    out = result_path(method, seed)
+    cmd = [sys.executable, "-m", "sleepcycle", "bench", "--config", config, "--method", method]
+    cmd += ["--days", str(days), "--seed", str(seed), "--json", str(out)]
+    for s in sets:
+        cmd += ["--set", s]
+    print(f"$ {' '.join(cmd[1:])}", flush=True)
+    t0 = time.time()
+    subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "SLEEPCYCLE_QUIET": "1"})
+    print(f"  {method} seed {seed}: {time.time() - t0:.0f}s", flush=True)
+    return out
+
+
+def learning_seconds(result: dict) -> float:
+    return sum(d.get("wall_clock_s", 0.0) for d in result["budget"]["days"])
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def summarise(paths: list[Path]) -> dict:
+    rows = []
+    for p in paths:
+        r = json.loads(p.read_text())
+        m = r["metrics"]
+        rows.append(
+            {
+                "method": r["method"],
+                "seed": r["seed"],
+                "days": r["days"],
+                **{k: m.get(k) for k, _ in COLUMNS},
+                "learn_s": learning_seconds(r),
+                "wall_clock_s": r["wall_clock_s"],
+                "tokens_per_day": r["budget"]["tokens_per_day"],
+                "machine": r.get("machine", {}),
+                "file": p.name,
+            }
+        )
+    order = {m: i for i, m in enumerate(CORE + ABLATIONS)}
+    rows.sort(key=lambda r: (order.get(r["method"], 99), r["method"], r["seed"]))
+    return {"rows": rows}
+
+
+def markdown(summary: dict) -> str:
+    head = ["method", "seed"] + [h for _, h in COLUMNS] + ["learn s", "total s", "note"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in summary["rows"]:
+        cells = [r["method"], str(r["seed"])] + [_fmt(r[k]) for k, _ in COLUMNS]
+        cells += [f"{r['learn_s']:.0f}", f"{r['wall_clock_s']:.0f}", NOTES.get(r["method"], "")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--methods", nargs="+", default=CORE, help=f"default: {' '.join(CORE)}; 'ablations' adds those")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--days", type=int, default=5)
+    ap.add_argument("--config", default="default")
+    ap.add_argument("--set", action="append", default=[], help="config override for every run (key=value)")
+    ap.add_argument("--force", action="store_true", help="re-run results that exist")
+    ap.add_argument("--table-only", action="store_true", help="only re-tabulate bench/results/*.json")
+    args = ap.parse_args(argv)
+    methods = [m for name in args.methods for m in (ABLATIONS if name == "ablations" else [name])]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if not args.table_only:
+        for seed in args.seeds:
+            for method in methods:
+                if result_path(method, seed).exists() and not args.force:
+                    print(f"  {method} seed {seed}: kept {result_path(method, seed).name}")
+                    continue
+                run_one(method, seed, args.days, args.config, args.set)
+    paths = sorted(p for p in RESULTS.glob("*-s*.json") if p.name != "summary.json")
+    summary = summarise(paths)
+    (RESULTS / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    table = markdown(summary)
+    (RESULTS / "summary.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

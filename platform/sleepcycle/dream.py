@@ -462,6 +462,7 @@ def dream(
     t0 = time.time()
     dc = cfg.dream
     docs = read_documents(snapshot)
+    torch.manual_seed(run_seed)  # before loading: slot initialisation draws from the global generator
     bank, tok, state = load_checkpoint(Path(seeded.uri))
     newest = (state.get("history") or [{}])[-1].get("expert") or (bank.active[-1] if bank.active else None)
     if newest is None:

@@ -234,11 +234,13 @@ def seed(
     t0 = time.time()
     dc = cfg.distill
     docs = read_documents(snapshot)
+    # Before loading: the expert slots' A matrices are initialised from the global generator, so a result
+    # must not depend on what the process did before (a resumed flow run skips earlier stages).
+    torch.manual_seed(run_seed)
     try:
         bank, tok, state = load_checkpoint(Path(champion.uri), rank=dc.rank, capacity=dc.experts_per_level)
     except (models.ModelLoadError, OSError, ValueError, KeyError) as e:
         raise SeedError(f"champion checkpoint {champion.uri} failed to load: {e}") from e
-    torch.manual_seed(run_seed)
     gen = torch.Generator().manual_seed(run_seed)
     state = {**state, "cycle": state.get("cycle", 0) + 1}
     champion_model = bank.merged()  # frozen champion: replay teacher, and the context teacher

@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
-EXTRAS ?= orchestration,tracking,ui,dev
+EXTRAS ?= orchestration,tracking,ui,dev,distributed
 
 .PHONY: setup demo test test-all lint format bench screenshots clean browser
 

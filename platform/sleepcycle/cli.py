@@ -5,6 +5,8 @@
     sleepcycle eval --model PATH --probes F  closed-book accuracy of a checkpoint on a probe file
     sleepcycle bench --method M --days N     one method over the day stream, matrix + metrics
     sleepcycle demo                          a few sleep cycles end to end on the built-in world
+    torchrun --nproc_per_node N -m sleepcycle seed-dist --snapshot S --champion C --out DIR
+                                             Knowledge Seeding data-parallel under DeepSpeed (ZeRO-1/2/3)
     sleepcycle wake add FILE [--probes P]    validate wake records into the wake buffer (bad lines quarantined)
     sleepcycle wake status                   records waiting for the next sleep, sleep pressure
     sleepcycle cycle run                     one sleep cycle through Prefect (a local server if none is set)
@@ -169,6 +171,47 @@ def demo_cmd(args: argparse.Namespace) -> int:
     return run_demo(
         _config(args), cycles=args.cycles, profile=args.config, overrides=args.set, orchestrated=orchestrated
     )
+
+
+def _manifest_dir(path: str, what: str):
+    from sleepcycle.manifests import Manifest
+
+    root = Path(path)
+    if not (root / "manifest.json").is_file():
+        raise UserError(f"{what} {root}: no manifest.json (pass the directory a stage wrote)")
+    return Manifest.read(root).model_copy(update={"uri": str(root)})
+
+
+@command("seed-dist")
+def seed_dist_cmd(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
+    from sleepcycle.distributed import DistributedError, seed_distributed
+    from sleepcycle.records import read
+
+    cfg = _config(args)
+    snapshot, champion = _manifest_dir(args.snapshot, "snapshot"), _manifest_dir(args.champion, "champion")
+    replay = [r["text"] for r in read(args.replay, "wake").records] if args.replay else []
+    try:
+        manifest = seed_distributed(
+            cfg,
+            snapshot,
+            champion,
+            Path(args.out),
+            deepspeed_config=args.deepspeed,
+            replay=replay,
+            token_budget=args.token_budget,
+            run_seed=args.seed,
+            trace=Path(args.trace) if args.trace else None,
+        )
+    except DistributedError as e:
+        raise UserError(str(e)) from None
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({"checkpoint": manifest.uri, "digest": manifest.digest, **manifest.metrics}, indent=2))
+    return 0
 
 
 # ----- wake buffer, sleep cycles and approvals (Prefect lives in flows/, imported only by these commands) -----
@@ -402,6 +445,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="flow: through Prefect, the store and the registry (auto: when Prefect is installed)",
     )
     d.set_defaults(func="demo")
+
+    sd = sub.add_parser(
+        "seed-dist",
+        parents=[common],
+        help="Knowledge Seeding data-parallel under DeepSpeed (launch with torchrun or deepspeed)",
+        description="Run under a launcher: torchrun --nproc_per_node N -m sleepcycle seed-dist ... "
+        "(gloo on CPU, NCCL on GPUs). Rank 0 writes the candidate checkpoint.",
+    )
+    sd.add_argument("--snapshot", required=True, help="snapshot directory (with manifest.json)")
+    sd.add_argument("--champion", required=True, help="champion checkpoint directory (with manifest.json)")
+    sd.add_argument("--out", required=True, help="where the candidate checkpoint goes")
+    sd.add_argument("--deepspeed", default="zero2", help="zero1|zero2|zero3 (configs/deepspeed/) or a JSON path")
+    sd.add_argument("--replay", help="wake JSONL of earlier records for the replay arm")
+    sd.add_argument("--token-budget", type=int, help="stop after this many training tokens (all ranks)")
+    sd.add_argument("--seed", type=int, default=0, help="run seed")
+    sd.add_argument("--trace", help="directory for a per-rank audit: items owned, sample ids and loss per step")
+    sd.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)  # the deepspeed launcher's
+    sd.set_defaults(func="seed-dist")
 
     line = argparse.ArgumentParser(add_help=False)
     line.add_argument("--line", help="model line (default: $SLEEPCYCLE_LINE or 'default')")

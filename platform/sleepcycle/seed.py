@@ -26,6 +26,7 @@ import re
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -33,9 +34,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sleepcycle import models
 from sleepcycle.config import Config
-from sleepcycle.distill import GeneralizedDistillation, Item, ValueJudge
+from sleepcycle.distill import DistillStats, GeneralizedDistillation, Item, ValueJudge
 from sleepcycle.experts import FAST, ExpertBank, load_checkpoint, save_checkpoint
-from sleepcycle.generate import sample_ids
+from sleepcycle.generate import Generator, HFGenerator, make_generator
 from sleepcycle.grow import check_tokenizers, grow_depth, grow_width, preflight
 from sleepcycle.manifests import Manifest
 from sleepcycle.records import write_jsonl
@@ -76,8 +77,17 @@ def _valid_question(q: str) -> bool:
     return q.endswith("?") and 3 <= len(q.split()) <= 25 and "\n" not in q
 
 
+def _hf(tok: PreTrainedTokenizerBase) -> Generator:
+    return HFGenerator(tok.eos_token_id, tok.pad_token_id)
+
+
 def write_questions(
-    model: PreTrainedModel, tok: PreTrainedTokenizerBase, docs: Sequence[str], per_doc: int, gen: torch.Generator
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    docs: Sequence[str],
+    per_doc: int,
+    gen: torch.Generator,
+    sampler: Generator | None = None,
 ) -> list[tuple[int, str]]:
     """Questions the model writes about each document: (document index, question), deduplicated."""
     prompts = [
@@ -85,7 +95,7 @@ def write_questions(
         for d in docs
         for _ in range(per_doc)
     ]
-    outs = sample_ids(model, prompts, 32, tok.eos_token_id, tok.pad_token_id, temperature=1.0, generator=gen)
+    outs = (sampler or _hf(tok)).sample(model, prompts, 32, temperature=1.0, generator=gen)
     seen, result = set(), []
     for k, o in enumerate(outs):
         q = tok.decode([t for t in o if t != tok.eos_token_id], skip_special_tokens=True).strip()
@@ -103,6 +113,7 @@ def write_openings(
     per_doc: int,
     gen: torch.Generator,
     words: int = 2,
+    sampler: Generator | None = None,
 ) -> list[tuple[int, str]]:
     """Openings of the teacher's own rewrites of each document (the first `words` words)."""
     prompts = [
@@ -110,7 +121,7 @@ def write_openings(
         for d in docs
         for _ in range(per_doc)
     ]
-    outs = sample_ids(model, prompts, 8, tok.eos_token_id, tok.pad_token_id, temperature=1.0, generator=gen)
+    outs = (sampler or _hf(tok)).sample(model, prompts, 8, temperature=1.0, generator=gen)
     result = set()
     for k, o in enumerate(outs):
         text = tok.decode([t for t in o if t != tok.eos_token_id], skip_special_tokens=True).strip()
@@ -128,6 +139,7 @@ def build_items(
     teacher: str,
     with_context: bool,
     gen: torch.Generator,
+    sampler: Generator | None = None,
 ) -> list[Item]:
     """Distillation items for `docs`: teacher-written questions and rewrite openings.
 
@@ -135,11 +147,13 @@ def build_items(
     teacher answers from its weights (fast weights, or the champion on replayed records)."""
     enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
     items = []
-    for i, q in write_questions(writer, tok, docs, cfg.distill.questions_per_doc, gen):
+    for i, q in write_questions(writer, tok, docs, cfg.distill.questions_per_doc, gen, sampler):
         student = enc(QA_PROMPT.format(q=q))
         context = enc(DOC_PREFIX.format(d=docs[i])) if with_context else []
         items.append(Item(student, context + student, teacher, kind="qa"))
-    for i, opening in write_openings(writer, tok, docs, max(1, cfg.distill.questions_per_doc // 3), gen):
+    for i, opening in write_openings(
+        writer, tok, docs, max(1, cfg.distill.questions_per_doc // 3), gen, sampler=sampler
+    ):
         student = enc(opening)
         context = enc(DOC_PREFIX.format(d=docs[i]) + WRITE_REWRITE) + enc(" " + opening) if with_context else student
         items.append(Item(student, context, teacher, kind="statement"))
@@ -220,18 +234,53 @@ def _deep_sleep(bank: ExpertBank, state: dict) -> ExpertBank:
     return ExpertBank(merged, rank=bank.rank, capacity=bank.capacity)
 
 
-def seed(
+@dataclass
+class Seeding:
+    """A Knowledge Seeding run, ready to train: the teachers, the distillation items (without their
+    teacher samples yet) and the larger self with the parameters that train. `seed` runs it in this
+    process; `sleepcycle.distributed` runs the same thing data-parallel under DeepSpeed."""
+
+    docs: list[str]
+    bank: ExpertBank
+    tok: PreTrainedTokenizerBase
+    state: dict
+    teachers: dict[str, PreTrainedModel]
+    items: list[Item]
+    n_new: int
+    student: PreTrainedModel
+    params: list[torch.nn.Parameter]
+    slot: str | None
+    base_dir: Path | None
+    vocab: int | None
+    sampler: Generator
+    """Generation backend of the run (`generation.backend`): prompt writing, teacher samples, rollouts."""
+
+    def trainer(self, cfg: Config, run_seed: int) -> GeneralizedDistillation:
+        return GeneralizedDistillation(
+            cfg.distill,
+            self.student,
+            self.teachers,
+            self.params,
+            self.tok.eos_token_id,
+            self.tok.pad_token_id,
+            decode=lambda ids: self.tok.decode(ids, skip_special_tokens=True),
+            judge=make_judge(self.docs),
+            seed=run_seed,
+            sampler=self.sampler,
+        )
+
+
+def prepare(
     cfg: Config,
     snapshot: Manifest,
     champion: Manifest,
-    workdir: Path,
     log: Log = noop,
     replay: Sequence[str] = (),
-    token_budget: int | None = None,
     run_seed: int = 0,
-) -> Manifest:
-    """Knowledge Seeding for one snapshot; returns the candidate checkpoint's manifest (see module doc)."""
-    t0 = time.time()
+    write_prompts: bool = True,
+) -> Seeding:
+    """Steps 1-5 of the module docstring up to training. `write_prompts=False` skips writing the
+    distillation prompts (the other ranks of a data-parallel run receive them from rank 0)."""
     dc = cfg.distill
     docs = read_documents(snapshot)
     # Before loading: the expert slots' A matrices are initialised from the global generator, so a result
@@ -242,6 +291,7 @@ def seed(
     except (models.ModelLoadError, OSError, ValueError, KeyError) as e:
         raise SeedError(f"champion checkpoint {champion.uri} failed to load: {e}") from e
     gen = torch.Generator().manual_seed(run_seed)
+    sampler = make_generator(cfg.generation, tok.eos_token_id, tok.pad_token_id)
     state = {**state, "cycle": state.get("cycle", 0) + 1}
     champion_model = bank.merged()  # frozen champion: replay teacher, and the context teacher
     for p in champion_model.parameters():
@@ -255,17 +305,21 @@ def seed(
         teacher_new = champion_model
     teachers = {"new": teacher_new, "champion": champion_model}
 
-    items = build_items(cfg, tok, champion_model, docs, "new", with_context=dc.memory == "context", gen=gen)
-    if not items:
-        raise SeedError("the teacher wrote no usable distillation prompt for this snapshot")
+    items: list[Item] = []
+    if write_prompts:
+        items = build_items(
+            cfg, tok, champion_model, docs, "new", with_context=dc.memory == "context", gen=gen, sampler=sampler
+        )
+        if not items:
+            raise SeedError("the teacher wrote no usable distillation prompt for this snapshot")
     n_new = len(items)
-    if dc.replay and replay and dc.replay_fraction > 0:
+    if write_prompts and dc.replay and replay and dc.replay_fraction > 0:
         today = proper_nouns(docs)
         old = [t for t in replay if not _shares_entity(t, today)]  # the new context wins over old records
         random.Random(run_seed).shuffle(old)
         want = round(n_new * dc.replay_fraction / (1 - dc.replay_fraction))
         replay_items = build_items(
-            cfg, tok, champion_model, old[: max(1, want // 2)], "champion", with_context=False, gen=gen
+            cfg, tok, champion_model, old[: max(1, want // 2)], "champion", with_context=False, gen=gen, sampler=sampler
         )
         items += replay_items[:want]
 
@@ -288,21 +342,22 @@ def seed(
             base_dir = None
         slot = bank.activate(bank.free_slot())
         student, params = bank.model, bank.parameters(slot)
+    return Seeding(docs, bank, tok, state, teachers, items, n_new, student, params, slot, base_dir, vocab, sampler)
 
-    trainer = GeneralizedDistillation(
-        dc,
-        student,
-        teachers,
-        params,
-        tok.eos_token_id,
-        tok.pad_token_id,
-        decode=lambda ids: tok.decode(ids, skip_special_tokens=True),
-        judge=make_judge(docs),
-        seed=run_seed,
-    )
-    trainer.sample_teacher(items, dc.max_new_tokens)
-    stats = trainer.fit(items, dc.steps, token_budget=token_budget, log=log, desc=f"seed cycle {state['cycle']}")
 
+def write_candidate(
+    s: Seeding,
+    snapshot: Manifest,
+    champion: Manifest,
+    workdir: Path,
+    stats: DistillStats,
+    t0: float,
+    log: Log = noop,
+    meta: dict | None = None,
+) -> Manifest:
+    """Write the trained larger self as the candidate checkpoint (atomically: a `.partial` directory
+    renamed at the end) with its training texts and manifest; return the manifest."""
+    tok, state, slot, items = s.tok, s.state, s.slot, s.items
     out = Path(workdir)
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -310,11 +365,11 @@ def seed(
         {"cycle": state["cycle"], "snapshot": snapshot.digest, "expert": slot}
     ]
     if slot is None:
-        models.save(student, tok, tmp)
+        models.save(s.student, tok, tmp)
         (tmp / "sleep.json").write_text(json.dumps({**state, "active": []}, indent=2))
     else:
-        bank.freeze()
-        save_checkpoint(bank, tok, tmp, state, base_dir=base_dir)
+        s.bank.freeze()
+        save_checkpoint(s.bank, tok, tmp, state, base_dir=s.base_dir)
     write_jsonl(
         tmp / "training_data.jsonl",
         [
@@ -328,7 +383,7 @@ def seed(
     )
     metrics = {
         "seed/items": len(items),
-        "seed/replay_items": len(items) - n_new,
+        "seed/replay_items": len(items) - s.n_new,
         "seed/steps": stats.steps,
         "seed/tokens": stats.tokens,
         "seed/loss": stats.loss,
@@ -342,10 +397,30 @@ def seed(
         name=f"cycle-{state['cycle']}",
         parents={"snapshot": snapshot.digest, "champion": champion.digest},
         metrics=metrics,
-        meta={"expert": slot, "cycle": state["cycle"]},
+        meta={"expert": slot, "cycle": state["cycle"], **(meta or {})},
     )
     manifest.write(tmp)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     log(metrics)
     return manifest.model_copy(update={"uri": str(out)})
+
+
+def seed(
+    cfg: Config,
+    snapshot: Manifest,
+    champion: Manifest,
+    workdir: Path,
+    log: Log = noop,
+    replay: Sequence[str] = (),
+    token_budget: int | None = None,
+    run_seed: int = 0,
+) -> Manifest:
+    """Knowledge Seeding for one snapshot; returns the candidate checkpoint's manifest (see module doc)."""
+    t0 = time.time()
+    dc = cfg.distill
+    s = prepare(cfg, snapshot, champion, log=log, replay=replay, run_seed=run_seed)
+    trainer = s.trainer(cfg, run_seed)
+    trainer.sample_teacher(s.items, dc.max_new_tokens)
+    stats = trainer.fit(s.items, dc.steps, token_budget=token_budget, log=log, desc=f"seed cycle {s.state['cycle']}")
+    return write_candidate(s, snapshot, champion, workdir, stats, t0, log)

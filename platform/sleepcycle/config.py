@@ -140,6 +140,24 @@ class DistillConfig(Strict):
     max_new_tokens: int = 32
 
 
+class GenerationConfig(Strict):
+    """Where completions are sampled: rollouts of seeding, dream sampling and evaluation (`sleepcycle.generate`)."""
+
+    backend: Literal["hf", "vllm"] = "hf"
+    """``hf``: in-process with the model being trained (any machine). ``vllm``: a vLLM engine on the GPU
+    with experts served as LoRA adapters (the ``gpu`` extra), or, when ``SLEEPCYCLE_VLLM_URL`` is set, an
+    OpenAI-compatible vLLM server at that address (started with ``--enable-lora``)."""
+    batch_size: int = 64
+    """Prompts per forward pass of the ``hf`` backend."""
+    gpu_memory_utilization: float = 0.3
+    """Share of GPU memory a vLLM engine may take (training shares the GPU with it)."""
+    max_lora_rank: int = 128
+    """Largest LoRA rank the vLLM engine accepts: the active experts are served as one adapter whose
+    rank is the sum of theirs (rank x experts in use)."""
+    max_loras: int = 4
+    """Adapters a vLLM engine keeps on the GPU at once (teacher, student, champion views of one base)."""
+
+
 class DreamConfig(Strict):
     enabled: bool = True
     dreams_per_doc: int = 6
@@ -209,6 +227,7 @@ class Config(Strict):
     eval: EvalConfig = EvalConfig()
     train: TrainConfig = TrainConfig()
     distill: DistillConfig = DistillConfig()
+    generation: GenerationConfig = GenerationConfig()
     dream: DreamConfig = DreamConfig()
     gate: GateConfig = GateConfig()
     flow: FlowConfig = FlowConfig()

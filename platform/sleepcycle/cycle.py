@@ -19,6 +19,7 @@ from sleepcycle.config import Config, apply_overrides
 from sleepcycle.evaluate import Question, accuracy, kl_drift, lm_loss
 from sleepcycle.experts import load_for_inference
 from sleepcycle.gate import GateDecision, decide
+from sleepcycle.generate import make_generator
 from sleepcycle.manifests import Manifest, atomic_write_text
 from sleepcycle.seed import seed
 from sleepcycle.snapshot import read_documents, read_probes, take_snapshot
@@ -55,13 +56,14 @@ def evaluate_candidate(
     cand, tok = load_for_inference(Path(candidate.uri))
     champ, _ = load_for_inference(Path(champion.uri))
     ec = cfg.eval
+    gen = make_generator(cfg.generation, tok.eos_token_id, tok.pad_token_id)
     row, champ_row = {}, {}
     for snap in snapshots:
         qs = [q for q in _questions(read_probes(snap)) if q.kind in ("fact", "update")]
         if not qs:
             continue
-        row[snap.digest] = accuracy(cand, tok, qs, max_new_tokens=ec.max_new_tokens)[0]
-        champ_row[snap.digest] = accuracy(champ, tok, qs, max_new_tokens=ec.max_new_tokens)[0]
+        row[snap.digest] = accuracy(cand, tok, qs, max_new_tokens=ec.max_new_tokens, generator=gen)[0]
+        champ_row[snap.digest] = accuracy(champ, tok, qs, max_new_tokens=ec.max_new_tokens, generator=gen)[0]
     newest = snapshots[-1].digest
     earlier = [d for d in row if d != newest]
     ref = [Example("", t) for t in reference]

@@ -32,7 +32,7 @@ from rapidfuzz.distance import Levenshtein
 from transformers import PreTrainedModel
 
 from sleepcycle.config import DistillConfig
-from sleepcycle.generate import sample_ids
+from sleepcycle.generate import Generator, HFGenerator
 from sleepcycle.progress import progress
 from sleepcycle.trainer import Log, noop
 from sleepcycle.world import normalize_answer
@@ -162,7 +162,8 @@ def _completion_logp(
     for i, s in enumerate(seqs):
         ids[i, : len(s)] = torch.tensor(s)
         mask[i, : len(s)] = 1
-    logits = model(input_ids=ids, attention_mask=mask).logits
+    dev = next(model.parameters()).device
+    logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits
     out = []
     for i, (p, c) in enumerate(zip(prompts, completions)):
         out.append(F.log_softmax(logits[i, len(p) - 1 : len(p) - 1 + len(c), :vocab].float(), dim=-1))
@@ -218,8 +219,10 @@ class GeneralizedDistillation:
         judge: Callable[[str, str], float],
         seed: int = 0,
         vocab: int | None = None,
+        sampler: Generator | None = None,
     ):
         self.cfg, self.student, self.teachers = cfg, student, teachers
+        self.sampler = sampler or HFGenerator(eos_id, pad_id)  # rollouts: in-process HF, or vLLM
         self.params = [p for p in params if p.requires_grad]
         if not self.params:
             raise ValueError("nothing to train: no parameter requires grad")
@@ -237,12 +240,10 @@ class GeneralizedDistillation:
             by_teacher.setdefault(it.teacher, []).append(i)
         for name, idx in by_teacher.items():
             teacher = self.teachers[name]
-            outs = sample_ids(
+            outs = self.sampler.sample(
                 teacher,
                 [items[i].teacher_prompt for i in idx],
                 max_new_tokens,
-                self.eos,
-                self.pad,
                 temperature=self.cfg.temperature,
                 generator=self.gen,
             )
@@ -255,9 +256,7 @@ class GeneralizedDistillation:
                 items[i].teacher_logp = lp
 
     def _student_samples(self, prompts: list[list[int]], limits: list[int]) -> list[list[int]]:
-        outs = sample_ids(
-            self.student, prompts, limits, self.eos, self.pad, temperature=self.cfg.temperature, generator=self.gen
-        )
+        outs = self.sampler.sample(self.student, prompts, limits, temperature=self.cfg.temperature, generator=self.gen)
         return [o or [self.eos] for o in outs]
 
     def _limit(self, it: Item) -> int:
@@ -359,9 +358,9 @@ class GeneralizedDistillation:
             self.student, [rollout_prompts[k] for k in keep], [comps[k] for k in keep], self.pad, self.vocab
         )
         seq_logp = torch.stack(
-            [lp.gather(-1, torch.tensor(comps[k]).unsqueeze(-1)).mean() for lp, k in zip(logps, keep)]
+            [lp.gather(-1, torch.tensor(comps[k], device=lp.device).unsqueeze(-1)).mean() for lp, k in zip(logps, keep)]
         )
-        loss = -(adv[keep] * seq_logp).sum() / len(comps)
+        loss = -(adv[keep].to(seq_logp.device) * seq_logp).sum() / len(comps)
         return loss, float(rewards.mean()), tokens
 
     def step(self, plan: dict) -> dict:

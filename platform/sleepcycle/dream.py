@@ -40,7 +40,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from sleepcycle.config import Config
 from sleepcycle.evaluate import kl_drift
 from sleepcycle.experts import DREAM, ExpertBank, load_checkpoint, save_checkpoint
-from sleepcycle.generate import sample_ids
+from sleepcycle.generate import Generator, HFGenerator, make_generator
 from sleepcycle.manifests import Manifest
 from sleepcycle.progress import progress
 from sleepcycle.records import write_jsonl
@@ -117,8 +117,10 @@ def generate_dreams(
     docs: Sequence[str],
     gen: torch.Generator,
     round_: int = 0,
+    sampler: Generator | None = None,
 ) -> list[Dream]:
     dc = cfg.dream
+    sampler = sampler or HFGenerator(tok.eos_token_id, tok.pad_token_id)
     enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
     dec = lambda ids: tok.decode([t for t in ids if t != tok.eos_token_id], skip_special_tokens=True).strip()  # noqa: E731
     jobs = [(i, dc.kinds[k % len(dc.kinds)]) for i in range(len(docs)) for k in range(dc.dreams_per_doc)]
@@ -126,7 +128,7 @@ def generate_dreams(
     statements = [(i, kind) for i, kind in jobs if kind != "qa"]
     if statements:
         prompts = [enc(DOC_PREFIX.format(d=docs[i]) + KIND_PROMPTS[kind]) for i, kind in statements]
-        outs = sample_ids(model, prompts, 64, tok.eos_token_id, tok.pad_token_id, temperature=1.0, generator=gen)
+        outs = sampler.sample(model, prompts, 64, temperature=1.0, generator=gen)
         for (i, kind), o in zip(statements, outs):
             text = dec(o)
             if len(text.split()) >= 3 and "\n" not in text:
@@ -134,14 +136,9 @@ def generate_dreams(
     n_qa = sum(kind == "qa" for _, kind in jobs)
     if n_qa:
         per_doc = max(1, math.ceil(n_qa / len(docs)))
-        questions = write_questions(model, tok, docs, per_doc, gen)
-        answers = sample_ids(
-            model,
-            [enc(DOC_PREFIX.format(d=docs[i]) + QA_PROMPT.format(q=q)) for i, q in questions],
-            12,
-            tok.eos_token_id,
-            tok.pad_token_id,
-            temperature=0.0,
+        questions = write_questions(model, tok, docs, per_doc, gen, sampler)
+        answers = sampler.sample(
+            model, [enc(DOC_PREFIX.format(d=docs[i]) + QA_PROMPT.format(q=q)) for i, q in questions], 12
         )
         for (i, q), a in zip(questions, answers):
             if dec(a):
@@ -160,18 +157,17 @@ class Tau:
 
 
 def make_tau(
-    model: PreTrainedModel, tok: PreTrainedTokenizerBase, docs: Sequence[str], per_doc: int, gen: torch.Generator
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    docs: Sequence[str],
+    per_doc: int,
+    gen: torch.Generator,
+    sampler: Generator | None = None,
 ) -> Tau:
     enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
-    qs = write_questions(model, tok, docs, per_doc, gen)
-    answers = sample_ids(
-        model,
-        [enc(DOC_PREFIX.format(d=docs[i]) + QA_PROMPT.format(q=q)) for i, q in qs],
-        12,
-        tok.eos_token_id,
-        tok.pad_token_id,
-        temperature=0.0,
-    )
+    sampler = sampler or HFGenerator(tok.eos_token_id, tok.pad_token_id)
+    qs = write_questions(model, tok, docs, per_doc, gen, sampler)
+    answers = sampler.sample(model, [enc(DOC_PREFIX.format(d=docs[i]) + QA_PROMPT.format(q=q)) for i, q in qs], 12)
     rows = [(i, enc(QA_PROMPT.format(q=q)), a) for (i, q), a in zip(qs, answers) if len(a) > 1]
     return Tau(rows)
 
@@ -345,12 +341,20 @@ def diversity(texts: Sequence[str]) -> dict[str, float]:
     return out
 
 
-def champion_reference(bank: ExpertBank, newest: str, tok: PreTrainedTokenizerBase, n: int, seed: int) -> list[Example]:
+def champion_reference(
+    bank: ExpertBank,
+    newest: str,
+    tok: PreTrainedTokenizerBase,
+    n: int,
+    seed: int,
+    sampler: Generator | None = None,
+) -> list[Example]:
     """[ours] A fixed, label-free reference set: the champion's own samples from an empty prompt."""
     others = [e for e in bank.active if e != newest]
     gen = torch.Generator().manual_seed(seed)
+    sampler = sampler or HFGenerator(tok.eos_token_id, tok.pad_token_id)
     with bank.using(others) as champ:
-        outs = sample_ids(champ, [[tok.eos_token_id]] * n, 48, tok.eos_token_id, tok.pad_token_id, 1.0, gen)
+        outs = sampler.sample(champ, [[tok.eos_token_id]] * n, 48, 1.0, gen)
     return [Example("", tok.decode(o, skip_special_tokens=True)) for o in outs if len(o) > 4]
 
 
@@ -471,7 +475,8 @@ def dream(
     rng = random.Random(run_seed)
     gen = torch.Generator().manual_seed(run_seed)
     torch.manual_seed(run_seed)
-    ref = [Example("", t) for t in reference] or champion_reference(bank, newest, tok, 32, run_seed)
+    sampler = make_generator(cfg.generation, tok.eos_token_id, tok.pad_token_id)
+    ref = [Example("", t) for t in reference] or champion_reference(bank, newest, tok, 32, run_seed, sampler)
     stats: dict = {"rounds": []}
     scored_total, scoring_tokens, gen_tokens, t_score = 0, 0, 0, 0.0
     all_dreams: list[Dream] = []
@@ -480,9 +485,9 @@ def dream(
         if dc.random_expert:
             sources = arm_random_expert(bank, newest, gen, dc.random_expert_scale)
         with bank.using(bank.active + ([DREAM] if dc.random_expert else [])) as writer:
-            dreams = generate_dreams(cfg, writer, tok, docs, gen, round_)
+            dreams = generate_dreams(cfg, writer, tok, docs, gen, round_, sampler)
         with torch.no_grad():
-            tau = make_tau(bank.model, tok, docs, 2, gen)
+            tau = make_tau(bank.model, tok, docs, 2, gen, sampler)
         importance(cfg, bank, newest, tok, dreams, tau, rng)
         kept = select(dreams, dc.keep_top, dc.keep_random, rng)
         ts = time.time()

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from sleepcycle.generate import HFGenerator
+from sleepcycle.generate import Generator, HFGenerator, complete
 from sleepcycle.trainer import Example, collate, encode
 from sleepcycle.world import DOC_PREFIX, QA_PROMPT, normalize_answer
 
@@ -57,9 +57,11 @@ def answers(
     with_docs: bool = False,
     max_new_tokens: int = 8,
     batch_size: int = 64,
+    generator: Generator | None = None,
 ) -> list[str]:
-    gen = HFGenerator(model, tokenizer, batch_size=batch_size)
-    return gen.generate([prompt_for(q, with_docs) for q in questions], max_new_tokens=max_new_tokens)
+    """Greedy answers; `generator` is the generation backend (in-process HF when None)."""
+    gen = generator or HFGenerator(tokenizer.eos_token_id, tokenizer.pad_token_id, batch_size=batch_size)
+    return complete(gen, model, tokenizer, [prompt_for(q, with_docs) for q in questions], max_new_tokens)
 
 
 def accuracy(
@@ -69,11 +71,12 @@ def accuracy(
     with_docs: bool = False,
     max_new_tokens: int = 8,
     batch_size: int = 64,
+    generator: Generator | None = None,
 ) -> tuple[float, list[bool]]:
     """Fraction answered correctly by greedy decoding, and the per-question outcome."""
     if not questions:
         return float("nan"), []
-    preds = answers(model, tokenizer, questions, with_docs, max_new_tokens, batch_size)
+    preds = answers(model, tokenizer, questions, with_docs, max_new_tokens, batch_size, generator)
     hits = [is_correct(p, q.answer, q.aliases) for p, q in zip(preds, questions)]
     return sum(hits) / len(hits), hits
 

@@ -1,26 +1,91 @@
-"""Text generation behind one narrow interface, used by evaluation, on-policy rollouts and dreaming.
+"""Text generation behind one narrow interface, used by on-policy rollouts, dream sampling and evaluation.
 
-`HFGenerator` runs the model in-process: batched, left-padded, KV-cached, greedy or temperature
-sampling, with a `torch.Generator` so a seed fixes every sample. The vLLM backend (GPU only) implements
-the same `Generator` protocol in `sleepcycle.vllm_backend` and is imported lazily.
+A `Generator` samples completions of token-id prompts from a given model (the policy): the model is an
+argument of every call because a stage samples from several (teachers, the student it is training, the
+champion). Two implementations meet here:
+
+- `HFGenerator` (default): the model runs in-process, batched, left-padded, KV-cached, greedy or
+  temperature sampling, with a `torch.Generator` so a seed fixes every sample (`sample_ids`).
+- `VLLMGenerator` (``generation.backend: vllm``, GPU only): a vLLM engine or an OpenAI-compatible vLLM
+  server; experts are served as LoRA adapters. It lives in `sleepcycle.vllm_backend`, imported lazily.
+
+    gen = make_generator(cfg.generation, tok.eos_token_id, tok.pad_token_id)
+    ids = gen.sample(model, [tok("Question: ...", add_special_tokens=False)["input_ids"]], 12)
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+if TYPE_CHECKING:
+    from sleepcycle.config import GenerationConfig
+
 
 class Generator(Protocol):
-    def generate(
-        self, prompts: Sequence[str], max_new_tokens: int, temperature: float = 0.0, seed: int | None = None
-    ) -> list[str]:
-        """One completion per prompt, cut at the end-of-text token; greedy when temperature is 0."""
+    def sample(
+        self,
+        model: PreTrainedModel,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: int | Sequence[int],
+        temperature: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> list[list[int]]:
+        """Completion token ids of `model` per prompt: EOS included when it was produced, nothing after
+        it; greedy when temperature is 0. `max_new_tokens` may be one limit per prompt; `generator`
+        seeds the sampling (a backend that cannot take a torch.Generator draws its seed from it)."""
         ...
+
+
+class HFGenerator:
+    """In-process generation with the HF model itself (the default backend; see `sample_ids`)."""
+
+    def __init__(self, eos_id: int, pad_id: int, batch_size: int = 64):
+        self.eos_id, self.pad_id, self.batch_size = eos_id, pad_id, batch_size
+
+    def sample(
+        self,
+        model: PreTrainedModel,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: int | Sequence[int],
+        temperature: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> list[list[int]]:
+        return sample_ids(
+            model, prompts, max_new_tokens, self.eos_id, self.pad_id, temperature, generator, self.batch_size
+        )
+
+
+def make_generator(cfg: GenerationConfig | None, eos_id: int, pad_id: int) -> Generator:
+    """The backend that `cfg.backend` names (HF when no config is given)."""
+    if cfg is not None and cfg.backend == "vllm":
+        from sleepcycle.vllm_backend import VLLMGenerator  # needs vllm and CUDA: imported only when chosen
+
+        return VLLMGenerator(cfg, eos_id, pad_id)
+    return HFGenerator(eos_id, pad_id, batch_size=cfg.batch_size if cfg is not None else 64)
+
+
+def complete(
+    gen: Generator,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    seed: int | None = None,
+) -> list[str]:
+    """Text in, text out: one completion per prompt, decoded without its EOS."""
+    if not prompts:
+        return []
+    ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    rng = torch.Generator().manual_seed(seed) if seed is not None else None
+    outs = gen.sample(model, ids, max_new_tokens, temperature, rng)
+    eos = tokenizer.eos_token_id
+    return [tokenizer.decode([t for t in o if t != eos], skip_special_tokens=True) for o in outs]
 
 
 @torch.no_grad()
@@ -68,22 +133,27 @@ def _sample_batch(model, prompts, limits, eos_id, pad_id, temperature, generator
     if width + max_new_tokens > window:  # keep the end of over-long prompts (the question lives there)
         width = window - max_new_tokens
         prompts = [p[-width:] for p in prompts]
+    dev = next(model.parameters()).device
     ids = torch.full((n, width), pad_id, dtype=torch.long)
     mask = torch.zeros((n, width), dtype=torch.long)
     for i, p in enumerate(prompts):
         ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
         mask[i, width - len(p) :] = 1
+    ids, mask = ids.to(dev), mask.to(dev)
     positions = (mask.cumsum(1) - 1).clamp(min=0)
     res = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
     past, logits = getattr(res, kw), res.logits[:, -1]
     last = positions[:, -1]
-    done = torch.zeros(n, dtype=torch.bool)
-    limit = torch.tensor(limits)
+    done = torch.zeros(n, dtype=torch.bool, device=dev)
+    limit = torch.tensor(limits, device=dev)
     new = []
     for t in range(max_new_tokens):
         if temperature > 0:
             probs = torch.softmax(logits.float() / temperature, dim=-1)
-            tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            if generator is not None and generator.device != probs.device:  # a CPU seed for a GPU model
+                tok = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(dev)
+            else:
+                tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         else:
             tok = logits.argmax(-1)
         tok = torch.where(done, torch.full_like(tok, pad_id), tok)
@@ -91,7 +161,7 @@ def _sample_batch(model, prompts, limits, eos_id, pad_id, temperature, generator
         done |= (tok == eos_id) | (limit <= t + 1)
         if bool(done.all()):
             break
-        mask = torch.cat([mask, torch.ones((n, 1), dtype=torch.long)], dim=1)
+        mask = torch.cat([mask, torch.ones((n, 1), dtype=torch.long, device=dev)], dim=1)
         last = last + 1
         res = model(
             input_ids=tok[:, None], attention_mask=mask, position_ids=last[:, None], use_cache=True, **{kw: past}
@@ -104,23 +174,3 @@ def _sample_batch(model, prompts, limits, eos_id, pad_id, temperature, generator
         cut = row.index(eos_id) + 1 if eos_id in row else len(row)
         result.append(row[:cut])
     return result
-
-
-class HFGenerator:
-    """In-process generation with a HF causal LM (the default backend)."""
-
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batch_size: int = 64):
-        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
-
-    def generate(
-        self, prompts: Sequence[str], max_new_tokens: int, temperature: float = 0.0, seed: int | None = None
-    ) -> list[str]:
-        if not prompts:
-            return []
-        tok = self.tokenizer
-        ids = tok(list(prompts), add_special_tokens=False)["input_ids"]
-        gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        outs = sample_ids(
-            self.model, ids, max_new_tokens, tok.eos_token_id, tok.pad_token_id, temperature, gen, self.batch_size
-        )
-        return [tok.decode([t for t in o if t != tok.eos_token_id], skip_special_tokens=True) for o in outs]

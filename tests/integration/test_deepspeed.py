@@ -73,7 +73,8 @@ def launch(
     cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node", str(nproc), "-m", "sleepcycle", "seed-dist"]
     cmd += ["--config", "tiny", *sets, "--deepspeed", zero, "--snapshot", snap.uri, "--champion", champion.uri]
     cmd += ["--out", str(out), "--trace", str(trace)]
-    env = {**os.environ, "SLEEPCYCLE_QUIET": "1", "PYTHONPATH": str(ROOT / "platform")}
+    path = os.pathsep.join(p for p in (str(ROOT / "platform"), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "SLEEPCYCLE_QUIET": "1", "PYTHONPATH": path}
     if cpu:
         env["DS_ACCELERATOR"] = "cpu"
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)

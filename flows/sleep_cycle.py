@@ -14,6 +14,11 @@ The stages are those of `sleepcycle.cycle.run_cycle`, in its order; what this fi
   stage's inputs: digests, the config, the seed and the store's URI (`STAGE_CACHE`), so re-running a
   crashed cycle finds its completed stages "Cached" and recomputes only from the stage that died.
   `refresh=True` recomputes everything.
+- **Data-parallel seeding.** With ``distributed.nproc > 1`` the seed stage runs Knowledge Seeding as a
+  subprocess, ``torchrun --nproc_per_node N -m sleepcycle seed-dist`` (or DeepSpeed's launcher), on the
+  fetched snapshot and champion (`sleepcycle.distributed.seed_launched`): the ranks' output goes to the task
+  log, rank 0's metrics to the tracker, a failed rank fails the stage with the end of the log, and the
+  checkpoint is published like the in-process one. Prefect stays outside the process group.
 - **One writer per line.** A global concurrency limit `sleepcycle-line-<line>` (limit 1, leased, renewed
   while the cycle runs) admits one cycle of a line at a time; a second waits `flow.lock_wait_s`, then is
   refused with the name of the cycle in the way. While a candidate awaits approval, new cycles of its line
@@ -44,7 +49,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import INPUTS
 from prefect.context import FlowRunContext
-from prefect.exceptions import FlowPauseTimeout
+from prefect.exceptions import FlowPauseTimeout, MissingContextError
 from prefect.states import Completed
 
 from flows import approval
@@ -73,6 +78,14 @@ def _stage_task(name: str):
 
 def _noop(_: dict) -> None:
     pass
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    """The task run's logger (its lines show in the Prefect UI); a plain logger when called outside a run."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("sleepcycle.flows")
 
 
 def _published(store: ArtifactStore, manifest: Manifest, **extra: Any) -> dict:
@@ -108,7 +121,14 @@ def seed_stage(
     cfg, store = Config(**config), open_store()
     snap, champ = fetch(store, "snapshot", snapshot), fetch(store, "checkpoint", champion)
     replay = _replay(cfg, store, history) if cfg.distill.replay else ()
-    seeded = seed(cfg, snap, champ, Path(workdir), log=log or _noop, replay=replay, run_seed=run_seed)
+    if cfg.distributed.nproc > 1:  # data-parallel: a torchrun/deepspeed process group outside this process
+        from sleepcycle.distributed import seed_launched
+
+        seeded = seed_launched(
+            cfg, snap, champ, Path(workdir), log=log or _noop, replay=replay, run_seed=run_seed, say=_logger().info
+        )
+    else:
+        seeded = seed(cfg, snap, champ, Path(workdir), log=log or _noop, replay=replay, run_seed=run_seed)
     return _published(store, seeded)
 
 

@@ -182,6 +182,21 @@ def _manifest_dir(path: str, what: str):
     return Manifest.read(root).model_copy(update={"uri": str(root)})
 
 
+def _no_log(_: dict) -> None:
+    pass
+
+
+def _jsonl_log(path: Path) -> Callable[[dict], None]:
+    """A `log` that appends each metrics dict as one JSON line (read by the launching stage as it runs)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(metrics: dict) -> None:
+        with path.open("a") as f:
+            f.write(json.dumps(metrics, default=float) + "\n")
+
+    return log
+
+
 @command("seed-dist")
 def seed_dist_cmd(args: argparse.Namespace) -> int:
     import torch.distributed as dist
@@ -191,7 +206,13 @@ def seed_dist_cmd(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     snapshot, champion = _manifest_dir(args.snapshot, "snapshot"), _manifest_dir(args.champion, "champion")
-    replay = [r["text"] for r in read(args.replay, "wake").records] if args.replay else []
+    replay: list[str] = []
+    if args.replay:
+        loaded = read(args.replay, "wake")
+        if loaded.rejected:  # a silently shorter replay arm would change the result
+            raise UserError(f"replay records: {loaded.rejected[0]}")
+        replay = [r["text"] for r in loaded.records]
+    rank = int(os.environ.get("RANK", "0"))
     try:
         manifest = seed_distributed(
             cfg,
@@ -199,6 +220,7 @@ def seed_dist_cmd(args: argparse.Namespace) -> int:
             champion,
             Path(args.out),
             deepspeed_config=args.deepspeed,
+            log=_jsonl_log(Path(args.metrics)) if args.metrics and rank == 0 else _no_log,
             replay=replay,
             token_budget=args.token_budget,
             run_seed=args.seed,
@@ -209,7 +231,7 @@ def seed_dist_cmd(args: argparse.Namespace) -> int:
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-    if int(os.environ.get("RANK", "0")) == 0:
+    if rank == 0:
         print(json.dumps({"checkpoint": manifest.uri, "digest": manifest.digest, **manifest.metrics}, indent=2))
     return 0
 
@@ -460,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--replay", help="wake JSONL of earlier records for the replay arm")
     sd.add_argument("--token-budget", type=int, help="stop after this many training tokens (all ranks)")
     sd.add_argument("--seed", type=int, default=0, help="run seed")
+    sd.add_argument("--metrics", help="append rank 0's metrics here as JSON lines (the flow reads them)")
     sd.add_argument("--trace", help="directory for a per-rank audit: items owned, sample ids and loss per step")
     sd.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)  # the deepspeed launcher's
     sd.set_defaults(func="seed-dist")

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +45,10 @@ class WorldConfig(Strict):
 class ModelConfig(Strict):
     """A tiny Llama (RMSNorm, SwiGLU, RoPE). ``size`` picks a preset; explicit fields override it."""
 
+    path: str | None = None
+    """A local Hugging Face causal LM directory (``save_pretrained`` layout with its tokenizer) that a new
+    line starts from instead of the pretrained tiny model; ``size``, ``vocab_size``, ``max_positions`` and
+    the ``pretrain`` section are then unused. Checked when used (`sleepcycle.pretrain`), not here."""
     size: Literal["micro", "small", "large"] = "small"
     vocab_size: int = 2048
     """Byte-level BPE vocabulary trained on the world corpus (the embedding dominates tiny models)."""
@@ -100,7 +106,8 @@ class DistillConfig(Strict):
     """Larger self: a new low-rank expert (default), full fine-tuning (ablation), a grown copy (depth or
     width, function-preserving; experts are added on it in later cycles) or a given larger model."""
     student_path: str | None = None
-    """For expansion=given: a larger model of the same family (same tokenizer) to seed into."""
+    """For expansion=given: a local directory with a larger model of the same family (same tokenizer) to
+    seed into. Checked when seeding grows into it, not here."""
     rank: int = 16
     experts_per_level: int = 5
     """Level-1 capacity; when full, a deep sleep merges the experts into the base and resets the level."""
@@ -159,6 +166,22 @@ class GenerationConfig(Strict):
     rank is the sum of theirs (rank x experts in use)."""
     max_loras: int = 4
     """Adapters a vLLM engine keeps on the GPU at once (teacher, student, champion views of one base)."""
+
+
+class DistributedConfig(Strict):
+    """Data-parallel training under DeepSpeed (`sleepcycle.distributed`; the ``distributed`` extra).
+    How many ranks a stage runs on changes its result (each rank samples its own shard with its own seed),
+    so this section is part of a stage's cache key like the rest of the config."""
+
+    nproc: int = Field(1, ge=1)
+    """Ranks of Knowledge Seeding. 1: in the caller's process (`sleepcycle.seed.seed`). N > 1: the flow's
+    seed stage launches ``sleepcycle seed-dist`` as a subprocess with N processes under `launcher`: one per
+    GPU, or gloo processes on CPU (`sleepcycle.distributed.launch_command`)."""
+    deepspeed: str = "zero2"
+    """ZeRO config: ``zero1``, ``zero2`` or ``zero3`` (``configs/deepspeed/``), or a path to a DeepSpeed
+    JSON. ZeRO-3 trains on teacher samples only (``distill.lmbda=0``, ``distill.lti=false``)."""
+    launcher: Literal["torchrun", "deepspeed"] = "torchrun"
+    """``torchrun --standalone`` (any machine) or DeepSpeed's own ``deepspeed`` launcher (GPUs)."""
 
 
 class DreamConfig(Strict):
@@ -231,6 +254,7 @@ class Config(Strict):
     train: TrainConfig = TrainConfig()
     distill: DistillConfig = DistillConfig()
     generation: GenerationConfig = GenerationConfig()
+    distributed: DistributedConfig = DistributedConfig()
     dream: DreamConfig = DreamConfig()
     gate: GateConfig = GateConfig()
     flow: FlowConfig = FlowConfig()
@@ -246,6 +270,22 @@ class Config(Strict):
 
 class ConfigError(ValueError):
     """A config that cannot be loaded: unknown profile or key, bad value. The message is one clear line."""
+
+
+_ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(node: Any) -> Any:
+    """``${NAME}`` in the string values of a profile becomes the variable's value (model directories differ
+    per machine: ``${SLEEPCYCLE_MODEL_DIR}/Qwen2.5-0.5B``). An unset variable is left as written, so the
+    profile still loads; the path fails with a clear message where it is used (`sleepcycle.models.load`)."""
+    if isinstance(node, str):
+        return _ENV_VAR.sub(lambda m: os.environ.get(m.group(1), m.group(0)), node)
+    if isinstance(node, dict):
+        return {k: expand_env(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [expand_env(v) for v in node]
+    return node
 
 
 def _parse_scalar(text: str) -> Any:
@@ -268,14 +308,15 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 def load_config(profile: str | Path = "default", overrides: list[str] | None = None) -> Config:
-    """Load a profile by name (``configs/NAME.yaml``) or path, then apply dotted overrides."""
+    """Load a profile by name (``configs/NAME.yaml``) or path (``${NAME}`` in its strings expanded from the
+    environment, see `expand_env`), then apply dotted overrides."""
     path = Path(profile)
     if not path.suffix:
         path = CONFIG_DIR / f"{profile}.yaml"
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
         raise ConfigError(f"no config profile {str(profile)!r} (known: {known})")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = expand_env(yaml.safe_load(path.read_text()) or {})
     data = apply_overrides(data, overrides or [])
     try:
         return Config(**data)

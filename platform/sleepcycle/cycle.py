@@ -116,7 +116,12 @@ def run_cycle(
         return out
 
     snapshot = timed("snapshot", take_snapshot, records, workdir.parent / "snapshots", probes=probes, day=day, log=log)
-    seeded = timed("seed", seed, cfg, snapshot, champion, workdir / "seeded", log=log, replay=replay, run_seed=run_seed)
+    seeding = seed
+    if cfg.distributed.nproc > 1:  # data-parallel: a launcher-started process group, as the flow's stage does
+        from sleepcycle.distributed import seed_launched as seeding
+    seeded = timed(
+        "seed", seeding, cfg, snapshot, champion, workdir / "seeded", log=log, replay=replay, run_seed=run_seed
+    )
     candidate = seeded
     if cfg.dream.enabled:
         from sleepcycle.dream import dream

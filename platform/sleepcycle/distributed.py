@@ -25,6 +25,11 @@ rollouts run a different number of forward passes on each rank, which hangs ZeRO
 parameter fetches, and the LTI mix reads per-term gradients that ZeRO-3 releases during the backward.
 Models that need ZeRO-3 should sample their rollouts through vLLM anyway (`sleepcycle.generate`).
 
+The flow does not join the process group: its seed stage (``distributed.nproc > 1``) calls
+`seed_launched`, which writes the resolved config next to the work directory, starts the launcher
+(`launch_command`) as a subprocess, streams the ranks' output, forwards rank 0's metrics and returns the
+manifest rank 0 wrote, so the stage publishes it exactly as it publishes `seed`'s.
+
 DeepSpeed is an optional extra (``pip install -e '.[distributed]'``), imported only inside these
 functions. Why our own loop rather than HF Trainer with a DeepSpeed config: on CPU that combination runs
 2-way but the Trainer believes world_size=1, so data is not sharded and both ranks save (shared/ENV.md).
@@ -36,14 +41,19 @@ import hashlib
 import json
 import math
 import os
+import shlex
+import shutil
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import yaml
 
 from sleepcycle.config import CONFIG_DIR, Config
 from sleepcycle.distill import DistillStats, GeneralizedDistillation, Item
@@ -85,6 +95,18 @@ def ds_config(name_or_path: str | Path, micro_batch: int) -> dict:
     cfg["gradient_accumulation_steps"] = 1
     cfg.setdefault("gradient_clipping", 1.0)  # what GeneralizedDistillation.step clips to
     return cfg
+
+
+def check_zero(cfg: Config, engine_cfg: dict) -> int:
+    """The ZeRO stage of `engine_cfg`; DistributedError when this run's loss cannot train under it."""
+    stage = int(engine_cfg.get("zero_optimization", {}).get("stage", 0))
+    dc = cfg.distill
+    if stage == 3 and ((dc.lti and dc.alpha < 1) or dc.lmbda > 0):
+        raise DistributedError(
+            "ZeRO-3 trains on teacher samples only: set distill.lmbda=0 and distill.lti=false "
+            "(or use zero1/zero2 for on-policy rollouts and the LTI term)"
+        )
+    return stage
 
 
 def shard(n: int, rank: int, world: int) -> list[int]:
@@ -282,12 +304,7 @@ def seed_distributed(
     if local_batch < 1:
         raise DistributedError(f"distill.batch_size={dc.batch_size} is smaller than the {world} ranks")
     engine_cfg = ds_config(deepspeed_config, local_batch)
-    zero3 = int(engine_cfg.get("zero_optimization", {}).get("stage", 0)) == 3
-    if zero3 and ((dc.lti and dc.alpha < 1) or dc.lmbda > 0):
-        raise DistributedError(
-            "ZeRO-3 trains on teacher samples only: set distill.lmbda=0 and distill.lti=false "
-            "(or use zero1/zero2 for on-policy rollouts and the LTI term)"
-        )
+    zero3 = check_zero(cfg, engine_cfg) == 3
 
     s = prepare(cfg, snapshot, champion, log=log, replay=replay, run_seed=run_seed, write_prompts=rank == 0)
     s.items = _broadcast(s.items if rank == 0 else None)
@@ -309,6 +326,8 @@ def seed_distributed(
     )  # also broadcasts rank 0's weights, so every rank starts from the same fresh expert
 
     own = shard(len(s.items), rank, world)
+    # One line per rank: the launching stage streams it, so its log shows which ranks joined.
+    print(f"seed-dist rank {rank}/{world} ({device}): {len(own)} of {len(s.items)} items", file=sys.stderr, flush=True)
     trainer.sample_teacher([s.items[i] for i in own], dc.max_new_tokens)
     samples = [None] * world
     dist.all_gather_object(samples, {i: s.items[i].sample for i in own})  # for training_data.jsonl
@@ -350,3 +369,143 @@ def _write_trace(root: Path, items: list[Item], initial: dict, before: str, afte
     ]
     (root / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (root / "frozen.json").write_text(json.dumps({"before": before, "after": after}))
+
+
+# ----- launching the stage as a subprocess (what the flow's seed stage does when distributed.nproc > 1) ----
+
+
+def launch_command(
+    cfg: Config,
+    config_file: Path,
+    snapshot: Path,
+    champion: Path,
+    out: Path,
+    replay: Path | None = None,
+    run_seed: int = 0,
+    metrics: Path | None = None,
+    trace: Path | None = None,
+    master_port: int | None = None,
+    token_budget: int | None = None,
+) -> list[str]:
+    """The command line that runs `seed_distributed` on ``cfg.distributed.nproc`` ranks: torchrun
+    (``--standalone``: a free rendezvous port on this host) or DeepSpeed's launcher, each started with
+    this interpreter (``python -m torch.distributed.run`` is ``torchrun``) so the ranks see the same
+    environment as the caller, whatever is on PATH."""
+    d = cfg.distributed
+    if d.launcher == "torchrun":
+        head = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={d.nproc}"]
+        head += ["-m", "sleepcycle"]
+    else:  # the deepspeed launcher listens on 29500 unless told otherwise: two stages on one host would clash
+        port = master_port or _free_port()
+        head = [sys.executable, "-m", "deepspeed.launcher.runner", f"--num_gpus={d.nproc}", f"--master_port={port}"]
+        head += ["--module", "sleepcycle"]
+    cmd = [*head, "seed-dist", "--config", str(config_file), "--deepspeed", d.deepspeed]
+    cmd += ["--snapshot", str(snapshot), "--champion", str(champion), "--out", str(out), "--seed", str(run_seed)]
+    for flag, path in (("--replay", replay), ("--metrics", metrics), ("--trace", trace)):
+        if path is not None:
+            cmd += [flag, str(path)]
+    if token_budget is not None:
+        cmd += ["--token-budget", str(token_budget)]
+    return cmd
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class _Metrics:
+    """Rank 0's metrics as they arrive in a JSONL file (``seed-dist --metrics``), handed to `log`."""
+
+    def __init__(self, path: Path, log: Log):
+        self.path, self.log, self.offset = path, log, 0
+
+    def pump(self) -> None:
+        if not self.path.is_file():
+            return
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        done = data[: data.rfind(b"\n") + 1]  # complete lines only: rank 0 may be mid-write
+        self.offset += len(done)
+        for line in done.splitlines():
+            if line.strip():
+                self.log(json.loads(line))
+
+
+def seed_launched(
+    cfg: Config,
+    snapshot: Manifest,
+    champion: Manifest,
+    workdir: Path,
+    log: Log = noop,
+    replay: Sequence[str] = (),
+    run_seed: int = 0,
+    say: Callable[[str], None] = _say,
+    trace: Path | None = None,
+    token_budget: int | None = None,
+) -> Manifest:
+    """`sleepcycle.seed.seed` on ``cfg.distributed.nproc`` ranks, launched as a subprocess: same inputs, same
+    result (the candidate checkpoint written to `workdir`, its manifest returned).
+
+    The launch files sit next to `workdir`, in ``<workdir>.launch/``: the resolved config, the replay
+    records, ``output.log`` (every rank's output, also streamed line by line to `say`) and
+    ``metrics.jsonl`` (rank 0's metrics, handed to `log` as they arrive). A rank that fails makes this raise
+    DistributedError with the end of the log."""
+    d, workdir = cfg.distributed, Path(workdir)
+    local_batch = max(1, cfg.distill.batch_size // d.nproc)
+    check_zero(cfg, ds_config(d.deepspeed, local_batch))  # refuse before starting N processes
+    if cfg.distill.batch_size < d.nproc:
+        raise DistributedError(f"distill.batch_size={cfg.distill.batch_size} is smaller than the {d.nproc} ranks")
+    launch = workdir.with_name(workdir.name + ".launch")
+    shutil.rmtree(launch, ignore_errors=True)
+    launch.mkdir(parents=True)
+    shutil.rmtree(workdir, ignore_errors=True)  # what comes back is this run's checkpoint or nothing
+    config_file = launch / "config.yaml"
+    config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    replay_file = None
+    if replay:  # wake JSONL; explicit ids keep repeated texts (the reader drops duplicate ids)
+        replay_file = launch / "replay.jsonl"
+        replay_file.write_text("".join(json.dumps({"id": f"r{i}", "text": t}) + "\n" for i, t in enumerate(replay)))
+    cmd = launch_command(
+        cfg,
+        config_file,
+        Path(snapshot.uri),
+        Path(champion.uri),
+        workdir,
+        replay=replay_file,
+        run_seed=run_seed,
+        metrics=launch / "metrics.jsonl",
+        trace=trace,
+        token_budget=token_budget,
+    )
+    src = str(Path(__file__).resolve().parents[1])  # the ranks import this very sleepcycle
+    env = {**os.environ, "SLEEPCYCLE_QUIET": "1", "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
+    say(f"seed: {d.nproc} ranks ({d.launcher}, {d.deepspeed}): {shlex.join(cmd)}")
+    metrics, output = _Metrics(launch / "metrics.jsonl", log), launch / "output.log"
+    popen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    with output.open("w") as sink, popen as proc:
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                sink.write(line)
+                sink.flush()
+                say(line.rstrip("\n"))
+                metrics.pump()
+            rc = proc.wait()
+        except BaseException:  # cancelled or interrupted: take the ranks down too (torchrun forwards SIGTERM)
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+    metrics.pump()
+    if rc != 0:
+        tail = "\n".join(output.read_text(errors="replace").splitlines()[-40:])
+        raise DistributedError(f"seed-dist on {d.nproc} ranks exited with status {rc}; end of {output}:\n{tail}")
+    if not (workdir / "manifest.json").is_file():
+        raise DistributedError(f"seed-dist exited cleanly but wrote no checkpoint to {workdir} (see {output})")
+    manifest = Manifest.read(workdir)
+    manifest.verify(workdir)
+    return manifest.model_copy(update={"uri": str(workdir)})

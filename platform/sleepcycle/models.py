@@ -7,6 +7,7 @@ real models load the same way from a local path.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -76,6 +77,9 @@ def build_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerFast, seed: int 
 def load(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """Load a causal LM and its tokenizer from a local directory, in eval mode, fp32 on CPU."""
     path = Path(path)
+    unset = re.findall(r"\$\{(\w+)\}", str(path))
+    if unset:  # a profile's ${NAME} that was not set when it loaded (sleepcycle.config.expand_env)
+        raise ModelLoadError(f"{path}: ${{{unset[0]}}} is not set: export it, or give the path with --set")
     if not (path / "config.json").exists():
         raise ModelLoadError(f"{path}: not a model checkpoint (no config.json)")
     try:

@@ -12,7 +12,8 @@ The corpus mixes four families of examples (weights in `PretrainConfig.mix`):
 
 Evaluation-only wordings (``heldout``) never appear here; ``probe`` wordings appear only as closed-book
 questions on day-0 people. A run is cached under ``$SLEEPCYCLE_HOME/pretrained/<digest>`` keyed by the
-world, model and pretraining config and `CORPUS_VERSION`.
+world, model and pretraining config and `CORPUS_VERSION`. With ``model.path`` set (the ``gpu`` profile) nothing
+is trained: the given model's files become the base checkpoint (`import_base`).
 
     sleepcycle pretrain --config default
 """
@@ -199,13 +200,16 @@ class Corpus:
 def pretrain(cfg: Config, workdir: Path | None = None, log: Log = noop, force: bool = False) -> Manifest:
     """Train the tokenizer and the `cfg.model.size` model on day 0; return the checkpoint manifest.
 
-    Cached: a second call with the same config returns the stored checkpoint without training."""
+    Cached: a second call with the same config returns the stored checkpoint without training. With
+    ``model.path`` set, the model there is imported instead (`import_base`)."""
     key = cfg.digest("world", "model", "pretrain") + f"-v{CORPUS_VERSION}"
     out = Path(workdir) if workdir else home() / "pretrained" / key
     if not force and (out / "manifest.json").exists():
         manifest = Manifest.read(out)
         manifest.verify(out)
         return manifest.model_copy(update={"uri": str(out)})
+    if cfg.model.path:
+        return import_base(cfg, out, key)
     t0 = time.time()
     torch.manual_seed(cfg.pretrain.seed)
     world = World(cfg.world)
@@ -242,6 +246,39 @@ def pretrain(cfg: Config, workdir: Path | None = None, log: Log = noop, force: b
             "wall_clock_s": time.time() - t0,
         },
         meta={"config_key": key, "size": cfg.model.size},
+    )
+    manifest.write(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return manifest.model_copy(update={"uri": str(out)})
+
+
+_PICKLED = (".bin", ".pth", ".pt")
+
+
+def import_base(cfg: Config, out: Path, key: str = "") -> Manifest:
+    """The base checkpoint of a line that starts from a given model (``model.path``): the directory's
+    top-level files (weights, config, tokenizer) copied to `out` with a manifest. Pickled weights are left
+    behind when safetensors exist; subdirectories (e.g. ``original/``) are not copied."""
+    t0 = time.time()
+    src = Path(cfg.model.path or "")
+    model, _ = models.load(src)  # a clear error before anything is copied
+    parameters = models.count_parameters(model)
+    del model
+    files = [p for p in sorted(src.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    if any(p.suffix == ".safetensors" for p in files):
+        files = [p for p in files if p.suffix not in _PICKLED]
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for p in files:
+        shutil.copy2(p, tmp / p.name)
+    manifest = Manifest.of_directory(
+        tmp,
+        "checkpoint",
+        name=f"base-{src.name}",
+        metrics={"parameters": parameters, "wall_clock_s": time.time() - t0},
+        meta={"config_key": key, "source": str(src)},
     )
     manifest.write(tmp)
     shutil.rmtree(out, ignore_errors=True)

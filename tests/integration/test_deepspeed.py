@@ -192,3 +192,50 @@ def test_zero3_partitions_the_student_and_still_writes_a_whole_checkpoint(inputs
     assert state["active"] == ["e00"]
     expert = load_file(str(out / "experts/e00/adapter_model.safetensors"))
     assert all(v.numel() > 0 for v in expert.values()), "gathered, not partitioned, weights were saved"
+
+
+def test_the_flows_seed_stage_launches_two_ranks_and_publishes_their_checkpoint(inputs, tmp_path, monkeypatch):
+    """``distributed.nproc=2``: the flow's seed stage (called as a plain function, no Prefect server) reads
+    its inputs from the store by digest, launches `torchrun -m sleepcycle seed-dist` (replay arm included),
+    streams the ranks' output, forwards rank 0's metrics, and publishes the checkpoint rank 0 wrote."""
+    from types import SimpleNamespace
+
+    monkeypatch.syspath_prepend(str(ROOT))  # flows/ sits at the repository root
+    from flows import sleep_cycle
+    from flows.sleep_cycle import seed_stage
+    from sleepcycle.store import fetch, open_store, publish
+
+    monkeypatch.setenv("SLEEPCYCLE_HOME", str(tmp_path / "home"))
+    for k in ("SLEEPCYCLE_S3_ENDPOINT", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(k, raising=False)
+    _, champion, snap = inputs
+    store = open_store()
+    snap_digest = publish(store, Path(snap.uri)).digest
+    champion_digest = publish(store, Path(champion.uri)).digest
+    cfg = load_config("tiny", ["distributed.nproc=2", "distill.steps=2", "distill.batch_size=4"])
+    logged: list[dict] = []
+    said: list[str] = []  # what the stage hands to the task run's logger
+    monkeypatch.setattr(sleep_cycle, "_logger", lambda: SimpleNamespace(info=said.append))
+    out = seed_stage.fn(
+        config=cfg.model_dump(mode="json", exclude={"flow", "gate"}),
+        snapshot=snap_digest,
+        champion=champion_digest,
+        history=[],
+        run_seed=3,
+        store_uri=store.uri(),
+        workdir=str(tmp_path / "work" / "seeded"),
+        log=logged.append,
+    )
+    text = "\n".join(said)
+    assert "torch.distributed.run --standalone --nproc_per_node=2 -m sleepcycle seed-dist" in text
+    assert "seed-dist rank 0/2" in text and "seed-dist rank 1/2" in text, text[-3000:]
+    m = Manifest.model_validate(out["manifest"])
+    assert m.kind == "checkpoint" and m.parents == {"snapshot": snap_digest, "champion": champion_digest}
+    assert m.meta["world_size"] == 2 and m.meta["zero_stage"] == 2 and m.metrics["seed/steps"] == 2
+    replay = (tmp_path / "work" / "seeded.launch" / "replay.jsonl").read_text().splitlines()
+    assert replay and all(json.loads(x)["text"] for x in replay), "the replay buffer went to the ranks"
+    local = fetch(store, "checkpoint", m.digest, dest=tmp_path / "fetched")
+    _, _, state = load_checkpoint(Path(local.uri))
+    assert state["active"] == ["e00"]
+    steps = [row["distill/step"] for row in logged if "distill/step" in row]
+    assert steps == [0, 1] and logged[-1]["seed/steps"] == 2, logged

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 CORE = [
     "config",
@@ -76,6 +78,22 @@ def test_every_shipped_config_loads():
     from sleepcycle.config import CONFIG_DIR, load_config
 
     profiles = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-    assert {"tiny", "default"} <= set(profiles)
+    assert {"tiny", "default", "gpu"} <= set(profiles)
     for name in profiles:
         assert load_config(name).profile == name
+
+
+def test_gpu_profile_takes_its_model_paths_from_the_environment_and_checks_them_at_use(monkeypatch):
+    from sleepcycle import models
+    from sleepcycle.config import load_config
+
+    monkeypatch.delenv("SLEEPCYCLE_MODEL_DIR", raising=False)
+    unset = load_config("gpu")  # loads: the paths are checked where they are used
+    assert unset.model.path == "${SLEEPCYCLE_MODEL_DIR}/Qwen2.5-0.5B"
+    with pytest.raises(models.ModelLoadError, match=r"\$\{SLEEPCYCLE_MODEL_DIR\} is not set"):
+        models.load(unset.model.path)
+    monkeypatch.setenv("SLEEPCYCLE_MODEL_DIR", "/models")
+    cfg = load_config("gpu")
+    assert (cfg.model.path, cfg.distill.student_path) == ("/models/Qwen2.5-0.5B", "/models/Qwen2.5-1.5B")
+    assert (cfg.distributed.nproc, cfg.distributed.deepspeed, cfg.generation.backend) == (8, "zero2", "vllm")
+    assert load_config("gpu", ["model.path=/x/m"]).model.path == "/x/m"

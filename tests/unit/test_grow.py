@@ -51,3 +51,25 @@ def test_a_different_tokenizer_is_refused():
     with pytest.raises(GrowError, match="tokenizer differs"):
         check_tokenizers(tok, other)
     assert check_tokenizers(tok, tok) == len(tok.get_vocab())
+
+
+def test_a_line_starts_from_a_given_model_directory_copied_as_its_base(tmp_path, tiny_cfg):
+    """``model.path`` (the gpu profile): the model there becomes the base checkpoint, nothing is trained."""
+    from sleepcycle.config import load_config
+    from sleepcycle.manifests import Manifest
+    from sleepcycle.pretrain import pretrain
+
+    model, tok = micro_model()
+    src = models.save(model, tok, tmp_path / "Micro-1")
+    (src / "pytorch_model.bin").write_bytes(b"pickled copy")  # left behind: safetensors exist
+    (src / "original").mkdir()
+    cfg = load_config("tiny", [f"model.path={src}"])
+    base = pretrain(cfg, workdir=tmp_path / "base")
+    assert base.name == "base-Micro-1" and base.meta["source"] == str(src)
+    assert "model.safetensors" in base.files and "config.json" in base.files
+    assert not any(f.startswith(("pytorch_model", "original")) for f in base.files)
+    Manifest.read(tmp_path / "base").verify(tmp_path / "base")
+    loaded, _ = models.load(base.uri)
+    assert base.metrics["parameters"] == models.count_parameters(loaded) == models.count_parameters(model)
+    with pytest.raises(models.ModelLoadError, match="no config.json"):
+        pretrain(load_config("tiny", [f"model.path={tmp_path / 'missing'}"]), workdir=tmp_path / "b2")

@@ -14,11 +14,11 @@ The stages are those of `sleepcycle.cycle.run_cycle`, in its order; what this fi
   stage's inputs: digests, the config, the seed and the store's URI (`STAGE_CACHE`), so re-running a
   crashed cycle finds its completed stages "Cached" and recomputes only from the stage that died.
   `refresh=True` recomputes everything.
-- **Data-parallel seeding.** With ``distributed.nproc > 1`` the seed stage runs Knowledge Seeding as a
-  subprocess, ``torchrun --nproc_per_node N -m sleepcycle seed-dist`` (or DeepSpeed's launcher), on the
-  fetched snapshot and champion (`sleepcycle.distributed.seed_launched`): the ranks' output goes to the task
-  log, rank 0's metrics to the tracker, a failed rank fails the stage with the end of the log, and the
-  checkpoint is published like the in-process one. Prefect stays outside the process group.
+- **Data-parallel training.** With ``distributed.nproc > 1`` the seed and dream stages run as a subprocess,
+  ``torchrun --nproc_per_node N -m sleepcycle seed-dist|dream-dist`` (or DeepSpeed's launcher), on the
+  fetched inputs (`sleepcycle.launch`): the ranks' output goes to the task log, rank 0's metrics to the
+  tracker, a failed rank fails the stage with the end of the log, and the checkpoint is published like the
+  in-process one. Prefect stays outside the process group.
 - **One writer per line.** A global concurrency limit `sleepcycle-line-<line>` (limit 1, leased, renewed
   while the cycle runs) admits one cycle of a line at a time; a second waits `flow.lock_wait_s`, then is
   refused with the name of the cycle in the way. While a candidate awaits approval, new cycles of its line
@@ -122,7 +122,7 @@ def seed_stage(
     snap, champ = fetch(store, "snapshot", snapshot), fetch(store, "checkpoint", champion)
     replay = _replay(cfg, store, history) if cfg.distill.replay else ()
     if cfg.distributed.nproc > 1:  # data-parallel: a torchrun/deepspeed process group outside this process
-        from sleepcycle.distributed import seed_launched
+        from sleepcycle.launch import seed_launched
 
         seeded = seed_launched(
             cfg, snap, champ, Path(workdir), log=log or _noop, replay=replay, run_seed=run_seed, say=_logger().info
@@ -139,8 +139,15 @@ def dream_stage(
     from sleepcycle.dream import dream
 
     cfg, store = Config(**config), open_store()
-    local = fetch(store, "checkpoint", seeded)
-    dreamed = dream(cfg, local, fetch(store, "snapshot", snapshot), Path(workdir), log=log or _noop, run_seed=run_seed)
+    local, snap = fetch(store, "checkpoint", seeded), fetch(store, "snapshot", snapshot)
+    if cfg.distributed.nproc > 1:  # consolidation data-parallel, in a process group outside this process
+        from sleepcycle.launch import dream_launched
+
+        dreamed = dream_launched(
+            cfg, local, snap, Path(workdir), log=log or _noop, run_seed=run_seed, say=_logger().info
+        )
+    else:
+        dreamed = dream(cfg, local, snap, Path(workdir), log=log or _noop, run_seed=run_seed)
     return _published(store, dreamed)
 
 

@@ -7,6 +7,8 @@
     sleepcycle demo                          a few sleep cycles end to end on the built-in world
     torchrun --nproc_per_node N -m sleepcycle seed-dist --snapshot S --champion C --out DIR
                                              Knowledge Seeding data-parallel under DeepSpeed (ZeRO-1/2/3)
+    torchrun --nproc_per_node N -m sleepcycle dream-dist --seeded S --snapshot P --out DIR
+                                             Dreaming, its consolidation data-parallel under DeepSpeed
     sleepcycle wake add FILE [--probes P]    validate wake records into the wake buffer (bad lines quarantined)
     sleepcycle wake status                   records waiting for the next sleep, sleep pressure
     sleepcycle cycle run                     one sleep cycle through Prefect (a local server if none is set)
@@ -222,6 +224,37 @@ def seed_dist_cmd(args: argparse.Namespace) -> int:
             deepspeed_config=args.deepspeed,
             log=_jsonl_log(Path(args.metrics)) if args.metrics and rank == 0 else _no_log,
             replay=replay,
+            token_budget=args.token_budget,
+            run_seed=args.seed,
+            trace=Path(args.trace) if args.trace else None,
+        )
+    except DistributedError as e:
+        raise UserError(str(e)) from None
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if rank == 0:
+        print(json.dumps({"checkpoint": manifest.uri, "digest": manifest.digest, **manifest.metrics}, indent=2))
+    return 0
+
+
+@command("dream-dist")
+def dream_dist_cmd(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
+    from sleepcycle.distributed import DistributedError, dream_distributed
+
+    cfg = _config(args)
+    seeded, snapshot = _manifest_dir(args.seeded, "seeded checkpoint"), _manifest_dir(args.snapshot, "snapshot")
+    rank = int(os.environ.get("RANK", "0"))
+    try:
+        manifest = dream_distributed(
+            cfg,
+            seeded,
+            snapshot,
+            Path(args.out),
+            deepspeed_config=args.deepspeed,
+            log=_jsonl_log(Path(args.metrics)) if args.metrics and rank == 0 else _no_log,
             token_budget=args.token_budget,
             run_seed=args.seed,
             trace=Path(args.trace) if args.trace else None,
@@ -486,6 +519,24 @@ def build_parser() -> argparse.ArgumentParser:
     sd.add_argument("--trace", help="directory for a per-rank audit: items owned, sample ids and loss per step")
     sd.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)  # the deepspeed launcher's
     sd.set_defaults(func="seed-dist")
+
+    dd = sub.add_parser(
+        "dream-dist",
+        parents=[common],
+        help="Dreaming with its consolidation data-parallel under DeepSpeed (launch with torchrun or deepspeed)",
+        description="Run under a launcher: torchrun --nproc_per_node N -m sleepcycle dream-dist ... Rank 0 writes "
+        "and selects the dreams, every rank trains on its share of them, rank 0 writes the candidate.",
+    )
+    dd.add_argument("--seeded", required=True, help="seeded checkpoint directory (with manifest.json)")
+    dd.add_argument("--snapshot", required=True, help="snapshot directory (with manifest.json)")
+    dd.add_argument("--out", required=True, help="where the dreamed checkpoint goes")
+    dd.add_argument("--deepspeed", default="zero2", help="a DeepSpeed config (its ZeRO stage is not used: stage 0)")
+    dd.add_argument("--token-budget", type=int, help="cap on ReST-EM + consolidation training tokens")
+    dd.add_argument("--seed", type=int, default=0, help="run seed")
+    dd.add_argument("--metrics", help="append rank 0's metrics here as JSON lines (the flow reads them)")
+    dd.add_argument("--trace", help="directory for a per-rank audit: the dreams each rank trained on per step")
+    dd.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
+    dd.set_defaults(func="dream-dist")
 
     line = argparse.ArgumentParser(add_help=False)
     line.add_argument("--line", help="model line (default: $SLEEPCYCLE_LINE or 'default')")

@@ -174,12 +174,14 @@ class DistributedConfig(Strict):
     so this section is part of a stage's cache key like the rest of the config."""
 
     nproc: int = Field(1, ge=1)
-    """Ranks of Knowledge Seeding. 1: in the caller's process (`sleepcycle.seed.seed`). N > 1: the flow's
-    seed stage launches ``sleepcycle seed-dist`` as a subprocess with N processes under `launcher`: one per
-    GPU, or gloo processes on CPU (`sleepcycle.distributed.launch_command`)."""
+    """Ranks of Knowledge Seeding and of Dreaming's consolidation. 1: in the caller's process
+    (`sleepcycle.seed.seed`, `sleepcycle.dream.dream`). N > 1: the flow's stages launch ``sleepcycle
+    seed-dist`` / ``dream-dist`` as a subprocess with N processes under `launcher`: one per GPU, or gloo
+    processes on CPU (`sleepcycle.launch`)."""
     deepspeed: str = "zero2"
-    """ZeRO config: ``zero1``, ``zero2`` or ``zero3`` (``configs/deepspeed/``), or a path to a DeepSpeed
-    JSON. ZeRO-3 trains on teacher samples only (``distill.lmbda=0``, ``distill.lti=false``)."""
+    """ZeRO config of seeding: ``zero1``, ``zero2`` or ``zero3`` (``configs/deepspeed/``), or a path to a
+    DeepSpeed JSON. ZeRO-3 trains on teacher samples only (``distill.lmbda=0``, ``distill.lti=false``).
+    Dreaming's consolidation trains one expert and runs without ZeRO (`sleepcycle.distributed`)."""
     launcher: Literal["torchrun", "deepspeed"] = "torchrun"
     """``torchrun --standalone`` (any machine) or DeepSpeed's own ``deepspeed`` launcher (GPUs)."""
 

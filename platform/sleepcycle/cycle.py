@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sleepcycle.config import Config, apply_overrides
+from sleepcycle.dream import dream
 from sleepcycle.evaluate import Question, accuracy, kl_drift, lm_loss
 from sleepcycle.experts import load_for_inference
 from sleepcycle.gate import GateDecision, decide
@@ -116,17 +117,16 @@ def run_cycle(
         return out
 
     snapshot = timed("snapshot", take_snapshot, records, workdir.parent / "snapshots", probes=probes, day=day, log=log)
-    seeding = seed
-    if cfg.distributed.nproc > 1:  # data-parallel: a launcher-started process group, as the flow's stage does
-        from sleepcycle.distributed import seed_launched as seeding
+    seeding, dreaming = seed, dream
+    if cfg.distributed.nproc > 1:  # data-parallel: launcher-started process groups, as the flow's stages do
+        from sleepcycle.launch import dream_launched as dreaming
+        from sleepcycle.launch import seed_launched as seeding
     seeded = timed(
         "seed", seeding, cfg, snapshot, champion, workdir / "seeded", log=log, replay=replay, run_seed=run_seed
     )
     candidate = seeded
     if cfg.dream.enabled:
-        from sleepcycle.dream import dream
-
-        candidate = timed("dream", dream, cfg, seeded, snapshot, workdir / "dreamed", log=log, run_seed=run_seed)
+        candidate = timed("dream", dreaming, cfg, seeded, snapshot, workdir / "dreamed", log=log, run_seed=run_seed)
     evaluation = timed(
         "evaluate",
         evaluate_candidate,
@@ -182,8 +182,6 @@ def _sleep_learner(overrides: list[str]):
         candidate = seeded
         stats = dict(seeded.metrics)
         if cfg.dream.enabled:
-            from sleepcycle.dream import dream
-
             candidate = dream(
                 cfg,
                 seeded,

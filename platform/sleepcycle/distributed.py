@@ -1,4 +1,4 @@
-"""Knowledge Seeding, data-parallel under DeepSpeed: the loss of `sleepcycle.seed`, one shard per rank.
+"""Knowledge Seeding and Dreaming's consolidation, data-parallel under DeepSpeed: one shard per rank.
 
     torchrun --nproc_per_node 2 -m sleepcycle seed-dist --snapshot S --champion C --out DIR \\
         --deepspeed zero2 --config tiny                               # CPU: gloo; GPUs: NCCL
@@ -25,10 +25,12 @@ rollouts run a different number of forward passes on each rank, which hangs ZeRO
 parameter fetches, and the LTI mix reads per-term gradients that ZeRO-3 releases during the backward.
 Models that need ZeRO-3 should sample their rollouts through vLLM anyway (`sleepcycle.generate`).
 
-The flow does not join the process group: its seed stage (``distributed.nproc > 1``) calls
-`seed_launched`, which writes the resolved config next to the work directory, starts the launcher
-(`launch_command`) as a subprocess, streams the ranks' output, forwards rank 0's metrics and returns the
-manifest rank 0 wrote, so the stage publishes it exactly as it publishes `seed`'s.
+Dreaming's consolidation runs the same way (`dream_distributed`, ``sleepcycle dream-dist``): rank 0 writes,
+selects and rewards the dreams alone (the other ranks wait), then every rank trains the newest expert on its
+share of each batch of kept dreams, without ZeRO (see `dream_distributed` for why).
+
+The flow does not join the process group: with ``distributed.nproc > 1`` its stages start these commands
+as subprocesses (`sleepcycle.launch`).
 
 DeepSpeed is an optional extra (``pip install -e '.[distributed]'``), imported only inside these
 functions. Why our own loop rather than HF Trainer with a DeepSpeed config: on CPU that combination runs
@@ -41,26 +43,29 @@ import hashlib
 import json
 import math
 import os
-import shlex
-import shutil
+import random
 import socket
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from datetime import timedelta
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import yaml
 
 from sleepcycle.config import CONFIG_DIR, Config
 from sleepcycle.distill import DistillStats, GeneralizedDistillation, Item
+from sleepcycle.dream import Dream, Dreaming, consolidation_order, frozen_champion, grew_this_cycle
+from sleepcycle.dream import load as load_dreaming
+from sleepcycle.dream import prepare as prepare_dreaming
+from sleepcycle.dream import write_candidate as write_dreamed
+from sleepcycle.evaluate import kl_drift
 from sleepcycle.manifests import Manifest
 from sleepcycle.progress import progress
 from sleepcycle.seed import SeedError, prepare, write_candidate
-from sleepcycle.trainer import Log, noop
+from sleepcycle.trainer import Log, collate, encode, lm_loss, noop
 
 DS_CONFIGS = CONFIG_DIR / "deepspeed"
 
@@ -114,7 +119,7 @@ def shard(n: int, rank: int, world: int) -> list[int]:
     return list(range(rank, n, world))
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -124,13 +129,16 @@ def init(deepspeed) -> tuple[int, int, torch.device]:
     """Join the process group the launcher describes (a one-process group without a launcher)."""
     if "WORLD_SIZE" not in os.environ:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
     cuda = torch.cuda.is_available()
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if cuda:
         torch.cuda.set_device(local)
     if not dist.is_initialized():
-        deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
+        # Ranks wait in a collective while rank 0 alone writes the distillation prompts or the dreams, which on
+        # a real model can outlast DeepSpeed's default 10 minutes: DEEPSPEED_TIMEOUT (minutes), default 2 hours.
+        timeout = timedelta(minutes=int(os.environ.get("DEEPSPEED_TIMEOUT", "120")))
+        deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", timeout=timeout)
     return dist.get_rank(), dist.get_world_size(), torch.device("cuda", local) if cuda else torch.device("cpu")
 
 
@@ -371,141 +379,139 @@ def _write_trace(root: Path, items: list[Item], initial: dict, before: str, afte
     (root / "frozen.json").write_text(json.dumps({"before": before, "after": after}))
 
 
-# ----- launching the stage as a subprocess (what the flow's seed stage does when distributed.nproc > 1) ----
+# ----- Dreaming's consolidation, data-parallel -------------------------------------------------------------
 
 
-def launch_command(
+def dream_distributed(
     cfg: Config,
-    config_file: Path,
-    snapshot: Path,
-    champion: Path,
-    out: Path,
-    replay: Path | None = None,
-    run_seed: int = 0,
-    metrics: Path | None = None,
-    trace: Path | None = None,
-    master_port: int | None = None,
-    token_budget: int | None = None,
-) -> list[str]:
-    """The command line that runs `seed_distributed` on ``cfg.distributed.nproc`` ranks: torchrun
-    (``--standalone``: a free rendezvous port on this host) or DeepSpeed's launcher, each started with
-    this interpreter (``python -m torch.distributed.run`` is ``torchrun``) so the ranks see the same
-    environment as the caller, whatever is on PATH."""
-    d = cfg.distributed
-    if d.launcher == "torchrun":
-        head = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={d.nproc}"]
-        head += ["-m", "sleepcycle"]
-    else:  # the deepspeed launcher listens on 29500 unless told otherwise: two stages on one host would clash
-        port = master_port or _free_port()
-        head = [sys.executable, "-m", "deepspeed.launcher.runner", f"--num_gpus={d.nproc}", f"--master_port={port}"]
-        head += ["--module", "sleepcycle"]
-    cmd = [*head, "seed-dist", "--config", str(config_file), "--deepspeed", d.deepspeed]
-    cmd += ["--snapshot", str(snapshot), "--champion", str(champion), "--out", str(out), "--seed", str(run_seed)]
-    for flag, path in (("--replay", replay), ("--metrics", metrics), ("--trace", trace)):
-        if path is not None:
-            cmd += [flag, str(path)]
-    if token_budget is not None:
-        cmd += ["--token-budget", str(token_budget)]
-    return cmd
-
-
-def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-class _Metrics:
-    """Rank 0's metrics as they arrive in a JSONL file (``seed-dist --metrics``), handed to `log`."""
-
-    def __init__(self, path: Path, log: Log):
-        self.path, self.log, self.offset = path, log, 0
-
-    def pump(self) -> None:
-        if not self.path.is_file():
-            return
-        with self.path.open("rb") as f:
-            f.seek(self.offset)
-            data = f.read()
-        done = data[: data.rfind(b"\n") + 1]  # complete lines only: rank 0 may be mid-write
-        self.offset += len(done)
-        for line in done.splitlines():
-            if line.strip():
-                self.log(json.loads(line))
-
-
-def seed_launched(
-    cfg: Config,
+    seeded: Manifest,
     snapshot: Manifest,
-    champion: Manifest,
     workdir: Path,
+    deepspeed_config: str | Path = "zero2",
     log: Log = noop,
-    replay: Sequence[str] = (),
     run_seed: int = 0,
-    say: Callable[[str], None] = _say,
-    trace: Path | None = None,
     token_budget: int | None = None,
+    trace: Path | None = None,
 ) -> Manifest:
-    """`sleepcycle.seed.seed` on ``cfg.distributed.nproc`` ranks, launched as a subprocess: same inputs, same
-    result (the candidate checkpoint written to `workdir`, its manifest returned).
+    """Dreaming with its consolidation SFT on every rank of the launcher's process group.
 
-    The launch files sit next to `workdir`, in ``<workdir>.launch/``: the resolved config, the replay
-    records, ``output.log`` (every rank's output, also streamed line by line to `say`) and
-    ``metrics.jsonl`` (rank 0's metrics, handed to `log` as they arrive). A rank that fails makes this raise
-    DistributedError with the end of the log."""
-    d, workdir = cfg.distributed, Path(workdir)
-    local_batch = max(1, cfg.distill.batch_size // d.nproc)
-    check_zero(cfg, ds_config(d.deepspeed, local_batch))  # refuse before starting N processes
-    if cfg.distill.batch_size < d.nproc:
-        raise DistributedError(f"distill.batch_size={cfg.distill.batch_size} is smaller than the {d.nproc} ranks")
-    launch = workdir.with_name(workdir.name + ".launch")
-    shutil.rmtree(launch, ignore_errors=True)
-    launch.mkdir(parents=True)
-    shutil.rmtree(workdir, ignore_errors=True)  # what comes back is this run's checkpoint or nothing
-    config_file = launch / "config.yaml"
-    config_file.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    replay_file = None
-    if replay:  # wake JSONL; explicit ids keep repeated texts (the reader drops duplicate ids)
-        replay_file = launch / "replay.jsonl"
-        replay_file.write_text("".join(json.dumps({"id": f"r{i}", "text": t}) + "\n" for i, t in enumerate(replay)))
-    cmd = launch_command(
-        cfg,
-        config_file,
-        Path(snapshot.uri),
-        Path(champion.uri),
-        workdir,
-        replay=replay_file,
-        run_seed=run_seed,
-        metrics=launch / "metrics.jsonl",
-        trace=trace,
-        token_budget=token_budget,
-    )
-    src = str(Path(__file__).resolve().parents[1])  # the ranks import this very sleepcycle
-    env = {**os.environ, "SLEEPCYCLE_QUIET": "1", "PYTHONUNBUFFERED": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
-    say(f"seed: {d.nproc} ranks ({d.launcher}, {d.deepspeed}): {shlex.join(cmd)}")
-    metrics, output = _Metrics(launch / "metrics.jsonl", log), launch / "output.log"
-    popen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    with output.open("w") as sink, popen as proc:
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                sink.write(line)
-                sink.flush()
-                say(line.rstrip("\n"))
-                metrics.pump()
-            rc = proc.wait()
-        except BaseException:  # cancelled or interrupted: take the ranks down too (torchrun forwards SIGTERM)
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            raise
-    metrics.pump()
-    if rc != 0:
-        tail = "\n".join(output.read_text(errors="replace").splitlines()[-40:])
-        raise DistributedError(f"seed-dist on {d.nproc} ranks exited with status {rc}; end of {output}:\n{tail}")
-    if not (workdir / "manifest.json").is_file():
-        raise DistributedError(f"seed-dist exited cleanly but wrote no checkpoint to {workdir} (see {output})")
-    manifest = Manifest.read(workdir)
-    manifest.verify(workdir)
-    return manifest.model_copy(update={"uri": str(workdir)})
+    Rank 0 runs steps 1-4 (`sleepcycle.dream.prepare`: writing, selecting and rewarding dreams, ReST-EM)
+    while the others load the same checkpoint and wait; it puts the kept dreams in curriculum order and
+    broadcasts them, and `deepspeed.initialize` broadcasts its weights. Then each global batch of
+    ``distill.batch_size`` dreams (the same batches as `sleepcycle.dream.consolidate`) is split across the
+    ranks, rank r taking every W-th; DeepSpeed averages the gradients of the newest expert and clips them
+    globally (the step's loss is the mean of the ranks' token means). Rank 0 measures the KL drift and
+    broadcasts it, so all ranks revert, halve the lr or stop at the same step. Rank 0 writes the candidate
+    as `dream` does (``meta`` adds ``world_size``).
+
+    Only the newest expert trains (megabytes), so ZeRO partitioning buys nothing here, and a drift revert
+    must write whole parameters that the optimizer steps in place: the engine runs without ZeRO (stage 0:
+    gradients averaged, the trainer's AdamW on every rank), whatever stage `deepspeed_config` names.
+    `trace` gets ``rank{r}.jsonl``: the dreams each rank trained on at every step, and a digest of the
+    newest expert after the engine started (equal on every rank)."""
+    if grew_this_cycle(seeded):  # nothing to dream into, as in `dream`
+        return seeded
+    t0 = time.time()
+    deepspeed = _deepspeed()
+    rank, world, device = init(deepspeed)
+    log = log if rank == 0 else noop
+    bs = cfg.distill.batch_size
+    if bs < world:
+        raise DistributedError(f"distill.batch_size={bs} is smaller than the {world} ranks")
+    engine_cfg = ds_config(deepspeed_config, max(1, bs // world)) | {"zero_optimization": {"stage": 0}}
+
+    if rank == 0:
+        d = prepare_dreaming(cfg, seeded, snapshot, log=log, run_seed=run_seed)
+        order = consolidation_order(cfg, d.bank, d.tok, d.kept, d.rng)
+        champion = frozen_champion(d.bank, d.newest).to(device)
+    else:
+        bank, tok, state, newest = load_dreaming(seeded, run_seed)
+        d, order, champion = Dreaming([], bank, tok, state, newest, random.Random(run_seed), []), None, None
+    order, gen_tokens = _broadcast((order, d.gen_tokens))
+    params = d.bank.parameters(d.newest)
+    for p in params:
+        p.requires_grad = True
+    d.bank.model.to(device)
+    opt = torch.optim.AdamW(params, lr=cfg.dream.lr, weight_decay=0.0)
+    engine, *_ = deepspeed.initialize(model=d.bank.model, model_parameters=params, optimizer=opt, config=engine_cfg)
+    rows: list[dict] = [{"rank": rank, "world": world, "dreams": len(order), "start": _digest(params)}]
+    left = None if token_budget is None else max(0, token_budget - gen_tokens)
+    result = _consolidate(cfg, d, engine, order, champion, device, log, left, rows)
+
+    manifest = None
+    if rank == 0:
+        d.bank.model.to("cpu")
+        manifest = write_dreamed(d, result, seeded, snapshot, workdir, t0, log, meta={"world_size": world})
+    if trace:
+        Path(trace).mkdir(parents=True, exist_ok=True)
+        (Path(trace) / f"rank{rank}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    manifest = _broadcast(manifest)
+    dist.barrier()
+    return manifest
+
+
+def _consolidate(
+    cfg: Config,
+    d: Dreaming,
+    engine,
+    order: list[Dream],
+    champion: torch.nn.Module | None,
+    device: torch.device,
+    log: Log,
+    token_budget: int | None,
+    rows: list[dict],
+) -> dict:
+    """`sleepcycle.dream.consolidate`'s loop on this rank's share of every batch, through the engine."""
+    dc, world, rank = cfg.dream, dist.get_world_size(), dist.get_rank()
+    if not order:
+        return {"tokens": 0, "kl_drift": 0.0, "drift_history": [], "drift_note": "no dreams kept"}
+    bank, tok, params = d.bank, d.tok, d.bank.parameters(d.newest)
+    enc = encode(tok, [x.example() for x in order], bank.model.config.max_position_embeddings)
+    lr, tokens, drift, history, stopped = dc.lr, 0, 0.0, [], ""
+    good = [p.detach().clone() for p in params]
+    bs, check_every = cfg.distill.batch_size, max(1, dc.steps // 6)
+
+    def measure() -> float:
+        mine = kl_drift(bank.model, champion, tok, d.ref) if rank == 0 and d.ref and champion is not None else 0.0
+        return float(_broadcast(mine))
+
+    with progress(total=dc.steps, desc=f"dream consolidation (rank {rank}/{world})", unit="step") as bar:
+        for step in range(dc.steps):
+            if token_budget is not None and tokens >= token_budget:
+                break
+            start = (step * bs) % len(enc)  # the global batch of the single-process loop: (enc + enc)[start:+bs]
+            ids = [(start + i) % len(enc) for i in range(min(bs, 2 * len(enc) - start))]
+            mine = ids[rank::world] or [ids[rank % len(ids)]]
+            batch = {k: v.to(device) for k, v in collate([enc[i] for i in mine], tok.pad_token_id).items()}
+            bank.model.train()
+            loss = lm_loss(bank.model, batch)
+            engine.backward(loss)
+            engine.step()
+            bank.model.eval()
+            total = torch.tensor([float(batch["attention_mask"].sum()), float(loss.detach())], dtype=torch.float64)
+            total = total.to(device)
+            dist.all_reduce(total)
+            tokens += int(total[0])
+            mean_loss = float(total[1]) / world
+            rows.append({"step": step, "rank": rank, "ids": mine, "loss": float(loss.detach()), "lr": lr})
+            bar.update(1)
+            if (step + 1) % check_every == 0 or step == dc.steps - 1:
+                drift = measure()
+                history.append({"step": step + 1, "kl_drift": drift, "lr": lr, "loss": mean_loss})
+                log({"dream/kl_drift": drift, "dream/sft_loss": mean_loss, "dream/step": step + 1})
+                if drift > dc.drift_budget:
+                    with torch.no_grad():
+                        for p, g in zip(params, good):
+                            p.copy_(g)
+                    if dc.on_drift == "shrink" and lr > dc.lr / 8:
+                        lr /= 2
+                        for g_ in engine.optimizer.param_groups:
+                            g_["lr"] = lr
+                        stopped = f"KL drift {drift:.4f} > budget {dc.drift_budget}: reverted and halved lr to {lr:g}"
+                        log({"dream/drift_event": 1.0})
+                        continue
+                    stopped = f"KL drift {drift:.4f} > budget {dc.drift_budget}: stopped at step {step + 1}"
+                    break
+                good = [p.detach().clone() for p in params]
+    final_drift = measure() if stopped else drift
+    return {"tokens": tokens, "kl_drift": final_drift, "drift_history": history, "drift_note": stopped}

@@ -30,7 +30,7 @@ import random
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -39,7 +39,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sleepcycle.config import Config
 from sleepcycle.evaluate import kl_drift
-from sleepcycle.experts import DREAM, ExpertBank, load_checkpoint, save_checkpoint
+from sleepcycle.experts import DREAM, ExpertBank, load_checkpoint, read_state, save_checkpoint
 from sleepcycle.generate import Generator, HFGenerator, make_generator
 from sleepcycle.manifests import Manifest
 from sleepcycle.progress import progress
@@ -361,6 +361,28 @@ def champion_reference(
 # ----- the stage -----------------------------------------------------------------------------------------
 
 
+def consolidation_order(
+    cfg: Config, bank: ExpertBank, tok: PreTrainedTokenizerBase, dreams: list[Dream], rng: random.Random
+) -> list[Dream]:
+    """The kept dreams in training order: easy -> hard by the model's current loss (``dream.curriculum``),
+    else shuffled."""
+    order = list(dreams)
+    if cfg.dream.curriculum:
+        with torch.no_grad():
+            enc = encode(tok, [d.example() for d in order], bank.model.config.max_position_embeddings)
+            losses = lm_loss(bank.model, collate(enc, tok.pad_token_id), reduction="none")
+        order = [d for _, d in sorted(zip(losses.tolist(), order), key=lambda x: x[0])]
+    else:
+        rng.shuffle(order)
+    return order
+
+
+def frozen_champion(bank: ExpertBank, newest: str) -> PreTrainedModel:
+    """A frozen copy of the model without its newest expert: what the KL-drift budget compares against."""
+    with torch.no_grad(), bank.using([e for e in bank.active if e != newest]) as champ:
+        return _frozen_copy(champ)
+
+
 def consolidate(
     cfg: Config,
     bank: ExpertBank,
@@ -380,26 +402,14 @@ def consolidate(
     for p in params:
         p.requires_grad = True
     max_len = bank.model.config.max_position_embeddings
-    order = list(dreams)
-    if dc.curriculum:  # easy -> hard by the student's current loss
-        with torch.no_grad():
-            losses = lm_loss(
-                bank.model,
-                collate(encode(tok, [d.example() for d in order], max_len), tok.pad_token_id),
-                reduction="none",
-            )
-        order = [d for _, d in sorted(zip(losses.tolist(), order), key=lambda x: x[0])]
-    else:
-        rng.shuffle(order)
+    order = consolidation_order(cfg, bank, tok, dreams, rng)
     enc = encode(tok, [d.example() for d in order], max_len)
-    others = [e for e in bank.active if e != newest]
     opt = torch.optim.AdamW(params, lr=dc.lr, weight_decay=0.0)
     lr, tokens, drift, history, stopped = dc.lr, 0, 0.0, [], ""
     good = [p.detach().clone() for p in params]
     bs = cfg.distill.batch_size
     check_every = max(1, dc.steps // 6)
-    with torch.no_grad(), bank.using(others) as champ:
-        champion = _frozen_copy(champ)
+    champion = frozen_champion(bank, newest)
 
     def measure() -> float:
         return kl_drift(bank.model, champion, tok, reference) if reference else 0.0
@@ -450,36 +460,66 @@ def _frozen_copy(model: PreTrainedModel) -> PreTrainedModel:
     return m
 
 
-def dream(
-    cfg: Config,
-    seeded: Manifest,
-    snapshot: Manifest,
-    workdir: Path,
-    log: Log = noop,
-    run_seed: int = 0,
-    reference: Sequence[str] = (),
-    token_budget: int | None = None,
-) -> Manifest:
-    """Dreaming for one snapshot on top of the seeded candidate; returns the dreamed candidate.
+def grew_this_cycle(seeded: Manifest) -> bool:
+    """Whether `seeded` is the checkpoint of the cycle that grew the model (``grow_depth``, ``grow_width``,
+    ``given``): all of the larger self trained and it has no expert yet, so there is nothing to dream into.
+    Dreaming resumes in the next cycle, on the expert that cycle adds."""
+    state = read_state(Path(seeded.uri))
+    last = (state.get("history") or [{}])[-1]
+    return bool(state.get("grown")) and last.get("expert") is None and not state.get("active")
 
-    `token_budget` caps the training tokens of ReST-EM and consolidation (the bench's per-day budget)."""
-    t0 = time.time()
-    dc = cfg.dream
-    docs = read_documents(snapshot)
+
+@dataclass
+class Dreaming:
+    """A Dreaming run up to consolidation (steps 1-4 of the module docstring): the bank with its newest
+    expert, the dreams written and kept, the reference set of the drift budget. `dream` consolidates it in
+    this process; `sleepcycle.distributed.dream_distributed` does so data-parallel."""
+
+    docs: list[str]
+    bank: ExpertBank
+    tok: PreTrainedTokenizerBase
+    state: dict
+    newest: str
+    rng: random.Random
+    ref: list[Example]
+    all_dreams: list[Dream] = field(default_factory=list)
+    kept: list[Dream] = field(default_factory=list)
+    rounds: list[dict] = field(default_factory=list)
+    gen_tokens: int = 0
+    scoring_tokens: int = 0
+    scored: int = 0
+    scoring_s: float = 0.0
+
+
+def load(seeded: Manifest, run_seed: int) -> tuple[ExpertBank, PreTrainedTokenizerBase, dict, str]:
+    """The seeded checkpoint as a bank whose newest expert trains: (bank, tokenizer, state, newest)."""
     torch.manual_seed(run_seed)  # before loading: slot initialisation draws from the global generator
     bank, tok, state = load_checkpoint(Path(seeded.uri))
     newest = (state.get("history") or [{}])[-1].get("expert") or (bank.active[-1] if bank.active else None)
     if newest is None:
         raise ValueError(f"{seeded.uri}: no expert to dream into (seed the snapshot first)")
     bank.trainable = newest
+    return bank, tok, state, newest
+
+
+def prepare(
+    cfg: Config,
+    seeded: Manifest,
+    snapshot: Manifest,
+    log: Log = noop,
+    run_seed: int = 0,
+    reference: Sequence[str] = (),
+) -> Dreaming:
+    """Steps 1-4: write dreams, keep the important ones, reward them, ReST-EM; everything but consolidation."""
+    dc = cfg.dream
+    docs = read_documents(snapshot)
+    bank, tok, state, newest = load(seeded, run_seed)
     rng = random.Random(run_seed)
     gen = torch.Generator().manual_seed(run_seed)
     torch.manual_seed(run_seed)
     sampler = make_generator(cfg.generation, tok.eos_token_id, tok.pad_token_id)
     ref = [Example("", t) for t in reference] or champion_reference(bank, newest, tok, 32, run_seed, sampler)
-    stats: dict = {"rounds": []}
-    scored_total, scoring_tokens, gen_tokens, t_score = 0, 0, 0, 0.0
-    all_dreams: list[Dream] = []
+    d = Dreaming(docs, bank, tok, state, newest, rng, ref)
     for round_ in range(dc.restem_rounds + 1):
         sources = []
         if dc.random_expert:
@@ -492,18 +532,18 @@ def dream(
         kept = select(dreams, dc.keep_top, dc.keep_random, rng)
         ts = time.time()
         n, toks = score_dreams(cfg, _frozen_copy(bank.merged()), tok, kept, tau, run_seed + round_)
-        t_score += time.time() - ts
-        scored_total += n
-        scoring_tokens += toks
-        rewarded = [d for d in kept if d.reward]
-        stats["rounds"].append(
+        d.scoring_s += time.time() - ts
+        d.scored += n
+        d.scoring_tokens += toks
+        rewarded = [x for x in kept if x.reward]
+        d.rounds.append(
             {
                 "round": round_,
                 "dreams": len(dreams),
                 "kept": len(kept),
                 "rewarded": len(rewarded),
                 "random_expert_sources": sources,
-                **diversity([d.text for d in dreams]),
+                **diversity([x.text for x in dreams]),
             }
         )
         log(
@@ -511,12 +551,12 @@ def dream(
                 "dream/round": round_,
                 "dream/generated": len(dreams),
                 "dream/rewarded": len(rewarded),
-                **{f"dream/{k}": v for k, v in diversity([d.text for d in dreams]).items()},
+                **{f"dream/{k}": v for k, v in diversity([x.text for x in dreams]).items()},
             }
         )
-        all_dreams += dreams
+        d.all_dreams += dreams
         if round_ < dc.restem_rounds and rewarded:  # ReST-EM M-step: SFT the generator on rewarded pairs
-            gen_examples = [d.generator_example(docs) for d in rewarded]
+            gen_examples = [x.generator_example(docs) for x in rewarded]
             from sleepcycle.trainer import train
 
             out = train(
@@ -530,12 +570,24 @@ def dream(
                 params=bank.parameters(newest),
                 desc="ReST-EM",
             )
-            gen_tokens += out["tokens"]
-        final_kept = kept
-    left = None if token_budget is None else max(0, token_budget - gen_tokens)
-    result = consolidate(cfg, bank, newest, tok, final_kept, ref, rng, log, token_budget=left)
-    bank.freeze()
+            d.gen_tokens += out["tokens"]
+        d.kept = kept
+    return d
 
+
+def write_candidate(
+    d: Dreaming,
+    result: dict,
+    seeded: Manifest,
+    snapshot: Manifest,
+    workdir: Path,
+    t0: float,
+    log: Log = noop,
+    meta: dict | None = None,
+) -> Manifest:
+    """Write the dreamed checkpoint (atomically) with its dreams and drift history; return its manifest."""
+    bank, tok, state = d.bank, d.tok, d.state
+    bank.freeze()
     out = Path(workdir)
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -551,44 +603,67 @@ def dream(
         tmp / "dreams.jsonl",
         [
             {
-                "text": d.text,
-                "kind": d.kind,
-                "importance": d.importance,
-                "reward": d.reward,
-                "kept": d.kept,
-                "round": d.round,
-                "doc": d.doc,
+                "text": x.text,
+                "kind": x.kind,
+                "importance": x.importance,
+                "reward": x.reward,
+                "kept": x.kept,
+                "round": x.round,
+                "doc": x.doc,
             }
-            for d in all_dreams
+            for x in d.all_dreams
         ],
     )
-    kept_rewards = [d.reward for d in final_kept if d.reward is not None]
+    kept_rewards = [x.reward for x in d.kept if x.reward is not None]
     metrics = {
-        "dream/generated": len(all_dreams),
-        "dream/kept": len(final_kept),
+        "dream/generated": len(d.all_dreams),
+        "dream/kept": len(d.kept),
         "dream/reward_rate": sum(kept_rewards) / len(kept_rewards) if kept_rewards else 0.0,
-        "dream/dreams_per_s": scored_total / t_score if t_score else 0.0,
-        "dream/tokens": result["tokens"] + gen_tokens,
-        "dream/scoring_tokens": scoring_tokens,
+        "dream/dreams_per_s": d.scored / d.scoring_s if d.scoring_s else 0.0,
+        "dream/tokens": result["tokens"] + d.gen_tokens,
+        "dream/scoring_tokens": d.scoring_tokens,
         "dream/kl_drift": result["kl_drift"],
         "dream/wall_clock_s": time.time() - t0,
-        **{f"dream/{k}": v for k, v in diversity([d.text for d in final_kept]).items()},
+        **{f"dream/{k}": v for k, v in diversity([x.text for x in d.kept]).items()},
     }
-    meta = {"drift_note": result["drift_note"], "drift_history": result["drift_history"], "rounds": stats["rounds"]}
-    (tmp / "dream_stats.json").write_text(json.dumps({"metrics": metrics, **meta}, indent=2))
+    notes = {"drift_note": result["drift_note"], "drift_history": result["drift_history"], "rounds": d.rounds}
+    (tmp / "dream_stats.json").write_text(json.dumps({"metrics": metrics, **notes}, indent=2))
     manifest = Manifest.of_directory(
         tmp,
         "checkpoint",
         name=f"cycle-{state.get('cycle', 0)}-dreamed",
         parents={"seeded": seeded.digest, "snapshot": snapshot.digest},
         metrics=metrics,
-        meta={"expert": newest, **meta},
+        meta={"expert": d.newest, **notes, **(meta or {})},
     )
     manifest.write(tmp)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     log(metrics)
     return manifest.model_copy(update={"uri": str(out)})
+
+
+def dream(
+    cfg: Config,
+    seeded: Manifest,
+    snapshot: Manifest,
+    workdir: Path,
+    log: Log = noop,
+    run_seed: int = 0,
+    reference: Sequence[str] = (),
+    token_budget: int | None = None,
+) -> Manifest:
+    """Dreaming for one snapshot on top of the seeded candidate; returns the dreamed candidate (the seeded
+    one unchanged in the cycle that grew the model: `grew_this_cycle`).
+
+    `token_budget` caps the training tokens of ReST-EM and consolidation (the bench's per-day budget)."""
+    t0 = time.time()
+    if grew_this_cycle(seeded):
+        return seeded
+    d = prepare(cfg, seeded, snapshot, log=log, run_seed=run_seed, reference=reference)
+    left = None if token_budget is None else max(0, token_budget - d.gen_tokens)
+    result = consolidate(cfg, d.bank, d.newest, d.tok, d.kept, d.ref, d.rng, log, token_budget=left)
+    return write_candidate(d, result, seeded, snapshot, workdir, t0, log)
 
 
 def dream_records(manifest: Manifest) -> list[dict]:

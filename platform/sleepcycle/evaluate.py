@@ -117,8 +117,9 @@ def kl_drift(
     """Mean per-token KL(reference || model) over the target positions of a fixed reference set."""
     enc = encode(tokenizer, examples, model.config.max_position_embeddings)
     total, count = 0.0, 0
+    device = next(model.parameters()).device  # a data-parallel rank's model may sit on its GPU
     for b in range(0, len(enc), batch_size):
-        batch = collate(enc[b : b + batch_size], tokenizer.pad_token_id)
+        batch = {k: v.to(device) for k, v in collate(enc[b : b + batch_size], tokenizer.pad_token_id).items()}
         p_ref, p_mod = token_logprobs(reference, batch), token_logprobs(model, batch)
         valid = batch["labels"][:, 1:] != -100
         kl = (p_ref.exp() * (p_ref - p_mod)).sum(-1)

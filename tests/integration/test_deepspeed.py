@@ -239,3 +239,37 @@ def test_the_flows_seed_stage_launches_two_ranks_and_publishes_their_checkpoint(
     assert state["active"] == ["e00"]
     steps = [row["distill/step"] for row in logged if "distill/step" in row]
     assert steps == [0, 1] and logged[-1]["seed/steps"] == 2, logged
+
+
+def test_dreaming_consolidates_on_two_ranks_each_on_its_share_of_every_batch(exact, inputs, tmp_path):
+    """`dream_launched` (what the flow's dream stage calls with distributed.nproc=2) on the 2-rank seeded
+    checkpoint: rank 0 dreams, both ranks consolidate the newest expert on disjoint halves of each batch."""
+    from sleepcycle.launch import dream_launched
+
+    seeded_dir, _ = exact
+    _, _, snap = inputs
+    seeded = Manifest.read(seeded_dir).model_copy(update={"uri": str(seeded_dir)})
+    sets = ["distributed.nproc=2", "dream.steps=3", "dream.keep_top=6", "dream.keep_random=2"]
+    cfg = load_config("tiny", [*EXACT, *sets])
+    said, logged = [], []
+    trace = tmp_path / "trace"
+    out = dream_launched(
+        cfg, seeded, snap, tmp_path / "dreamed", log=logged.append, run_seed=1, say=said.append, trace=trace
+    )
+    assert out.kind == "checkpoint" and out.meta["world_size"] == 2, "\n".join(said[-40:])
+    assert out.parents == {"seeded": seeded.digest, "snapshot": snap.digest}
+    r0, r1 = ranks(trace)
+    assert r0[0]["world"] == r1[0]["world"] == 2 and r0[0]["dreams"] == r1[0]["dreams"] > 0
+    assert r0[0]["start"] == r1[0]["start"], "the engine gave every rank rank 0's expert"
+    n, bs = r0[0]["dreams"], cfg.distill.batch_size
+    assert len(r0) - 1 == len(r1) - 1 == 3, "3 consolidation steps on both ranks"
+    for a, b in zip(r0[1:], r1[1:]):
+        start = (a["step"] * bs) % n
+        batch = [(start + i) % n for i in range(min(bs, 2 * n - start))]
+        assert (a["ids"], b["ids"]) == (batch[0::2], batch[1::2]), "each rank takes every 2nd dream of the batch"
+    assert any(set(a["ids"]) != set(b["ids"]) for a, b in zip(r0[1:], r1[1:]))
+    before = load_file(str(seeded_dir / "experts/e00/adapter_model.safetensors"))
+    after = load_file(str(Path(out.uri) / "experts/e00/adapter_model.safetensors"))
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
+    assert out.files["base/model.safetensors"] == seeded.files["base/model.safetensors"]
+    assert any("dream/sft_loss" in row for row in logged) and logged[-1]["dream/kept"] == n

@@ -1,6 +1,6 @@
-"""The pieces of DeepSpeed seeding that need no process group: sharding, the shipped ZeRO configs, and the
-launch the flow's seed stage makes (command line from config, output streaming, failure, metrics), driven
-here by a stand-in command. The 2-process runs are tests/integration/test_deepspeed.py."""
+"""The pieces of DeepSpeed training that need no process group: sharding, the shipped ZeRO configs, and the
+launch the flow's stages make (`sleepcycle.launch`: command lines from config, output streaming, failure,
+metrics), driven here by a stand-in command. The 2-process runs are tests/integration/test_deepspeed.py."""
 
 import json
 import sys
@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from sleepcycle import distributed
+from sleepcycle import launch
 from sleepcycle.config import load_config
-from sleepcycle.distributed import DS_CONFIGS, DistributedError, ds_config, launch_command, seed_launched, shard
+from sleepcycle.distributed import DS_CONFIGS, DistributedError, ds_config, shard
+from sleepcycle.launch import dream_command, dream_launched, seed_command, seed_launched
 from sleepcycle.manifests import Manifest
 
 
@@ -34,9 +35,9 @@ def test_shipped_zero_configs_load_with_this_runs_batch():
         ds_config("zero4", 2)
 
 
-def test_launch_command_from_config_torchrun():
+def test_seed_command_from_config_torchrun():
     cfg = load_config("tiny", ["distributed.nproc=4", "distributed.deepspeed=zero1"])
-    cmd = launch_command(
+    cmd = seed_command(
         cfg,
         Path("/l/config.yaml"),
         Path("/s"),
@@ -61,13 +62,41 @@ def test_launch_command_from_config_torchrun():
     }
 
 
-def test_launch_command_from_config_deepspeed_launcher():
+def test_seed_command_from_config_deepspeed_launcher():
     cfg = load_config("tiny", ["distributed.nproc=8", "distributed.launcher=deepspeed"])
-    cmd = launch_command(cfg, Path("c.yaml"), Path("s"), Path("c"), Path("o"), metrics=Path("m"), master_port=29611)
+    cmd = seed_command(cfg, Path("c.yaml"), Path("s"), Path("c"), Path("o"), metrics=Path("m"), master_port=29611)
     assert cmd[:5] == [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus=8", "--master_port=29611"]
     assert cmd[5:8] == ["--module", "sleepcycle", "seed-dist"]
     assert cmd[cmd.index("--deepspeed") + 1] == "zero2" and cmd[cmd.index("--metrics") + 1] == "m"
     assert "--replay" not in cmd and "--trace" not in cmd
+
+
+def test_dream_command_from_config():
+    cfg = load_config("tiny", ["distributed.nproc=2"])
+    cmd = dream_command(cfg, Path("c.yaml"), Path("/seeded"), Path("/s"), Path("/o"), run_seed=5, trace=Path("/t"))
+    assert cmd[5:8] == ["-m", "sleepcycle", "dream-dist"]
+    args = dict(zip(cmd[8::2], cmd[9::2]))
+    assert args == {
+        "--config": "c.yaml",
+        "--deepspeed": "zero2",
+        "--seeded": "/seeded",
+        "--snapshot": "/s",
+        "--out": "/o",
+        "--seed": "5",
+        "--trace": "/t",
+    }
+
+
+def test_dream_launched_leaves_the_cycle_that_grew_the_model_alone(tmp_path, monkeypatch):
+    """A grown (or given) larger self has no expert yet: nothing to dream into, nothing launched."""
+    monkeypatch.setattr(launch, "dream_command", lambda *a, **k: pytest.fail("launched"))
+    (tmp_path / "seeded").mkdir()
+    state = {"grown": "given", "active": [], "history": [{"cycle": 1, "snapshot": "s", "expert": None}]}
+    (tmp_path / "seeded" / "sleep.json").write_text(json.dumps(state))
+    seeded = _manifest(str(tmp_path / "seeded"))
+    cfg = load_config("tiny", ["distributed.nproc=2"])
+    assert dream_launched(cfg, seeded, _manifest("s"), tmp_path / "dreamed") is seeded
+    assert not (tmp_path / "dreamed").exists()
 
 
 def test_distributed_section_defaults_to_one_process_and_rejects_zero_ranks():
@@ -111,7 +140,7 @@ def _manifest(uri: str) -> Manifest:
 
 
 def test_seed_launched_streams_output_forwards_metrics_and_returns_the_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.setattr(distributed, "launch_command", _fake(fail=False))
+    monkeypatch.setattr(launch, "seed_command", _fake(fail=False))
     cfg = load_config("tiny", ["distributed.nproc=2"])
     lines, logged = [], []
     work = tmp_path / "seeded"
@@ -126,7 +155,7 @@ def test_seed_launched_streams_output_forwards_metrics_and_returns_the_checkpoin
 
 
 def test_seed_launched_failure_raises_with_the_end_of_the_log(tmp_path, monkeypatch):
-    monkeypatch.setattr(distributed, "launch_command", _fake(fail=True))
+    monkeypatch.setattr(launch, "seed_command", _fake(fail=True))
     cfg = load_config("tiny", ["distributed.nproc=2"])
     with pytest.raises(DistributedError, match=r"(?s)exited with status 3.*rank 1 died"):
         seed_launched(
@@ -139,7 +168,7 @@ def test_seed_launched_refuses_what_cannot_train_before_starting_ranks(tmp_path,
     def never(*a, **k):
         raise AssertionError("launched")
 
-    monkeypatch.setattr(distributed, "launch_command", never)
+    monkeypatch.setattr(launch, "seed_command", never)
     zero3 = load_config("tiny", ["distributed.nproc=2", "distributed.deepspeed=zero3"])
     with pytest.raises(DistributedError, match="ZeRO-3"):
         seed_launched(zero3, _manifest("s"), _manifest("c"), tmp_path / "o")

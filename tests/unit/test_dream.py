@@ -87,3 +87,14 @@ def test_restem_keeps_only_rewarded_pairs():
     examples = restem_examples(dreams, docs)
     assert [e.target for e in examples] == [" Ada lives in Velmora.", " Where does Ada live?"]
     assert all(e.prompt.startswith("Document: Ada lives in Velmora.\n") for e in examples)
+
+
+def test_the_cycle_that_grew_the_model_has_nothing_to_dream_into(tmp_path):
+    """A grown (or given) larger self trained whole and has no expert: its candidate passes unchanged."""
+    from sleepcycle.manifests import Manifest
+
+    state = {"grown": "given", "active": [], "history": [{"cycle": 1, "snapshot": "s", "expert": None}]}
+    (tmp_path / "sleep.json").write_text(json.dumps(state))
+    grown = Manifest(kind="checkpoint", uri=str(tmp_path))
+    assert dream(load_config("tiny"), grown, Manifest(kind="snapshot"), tmp_path / "dreamed") is grown
+    assert not (tmp_path / "dreamed").exists()

@@ -33,8 +33,9 @@ lint: setup
 format: setup
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
-bench: setup  ## the baseline and sleep benchmarks (JSON + table under bench/results)
+bench: setup  ## the continual-learning bench and the distillation throughput bench (JSON + tables under bench/results)
 	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/distill_throughput.py
 
 screenshots: setup  ## a PNG of every dashboard page in docs/ (headless Chromium on a made-up lineage)
 	$(BIN)/python -m dashboard.screenshots

@@ -9,10 +9,11 @@ wall-clock column is a measurement), and writes bench/results/<method>-s<seed>.j
 exists is kept unless --force. The summary goes to bench/results/summary.json and summary.md.
 
 Columns: ACC (mean over the wake days of the final accuracy-matrix row), BWT, acquisition (mean of the
-diagonal: each day just after its cycle), the in-context ceiling (the champion with that day's documents in
-its prompt), acquisition / ceiling, held-out paraphrase and multi-hop accuracy after the last day, base
-retention (day-0 knowledge after the last day), learning wall-clock (the sum of the days' learning time, the
-fair comparison of the methods' cost) and the whole run's wall-clock (learning + evaluation).
+diagonal: each day just after its cycle), the in-context ceiling (the model as it is before that day's
+learning, with the day's documents in its prompt, one document per question), acquisition / ceiling,
+held-out paraphrase and multi-hop accuracy after the last day, base Δ (day-0 accuracy after the last day
+minus before the first), learning wall-clock (the sum of the days' learning time: the methods' cost) and
+the whole run's wall-clock (learning + evaluation).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ COLUMNS = [
     ("acquisition_vs_ceiling", "acq/ceil"),
     ("heldout_ACC", "held-out"),
     ("multihop_ACC", "multi-hop"),
-    ("base_retention", "base"),
+    ("base_retention", "base Δ"),
 ]
 
 

@@ -580,9 +580,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _quiet_deepspeed_probe() -> None:
+    """transformers imports DeepSpeed when it is installed; on a machine without CUDA, DeepSpeed's accelerator
+    probe prints a warning to stdout, which would corrupt the commands whose stdout is JSON. Naming the
+    CPU accelerator up front is what the probe would conclude anyway, without the print."""
+    if "DS_ACCELERATOR" in os.environ:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["DS_ACCELERATOR"] = "cpu"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _quiet_deepspeed_probe()
     try:
         return COMMANDS[args.func](args)
     except (UserError, ConfigError) as e:

@@ -627,7 +627,11 @@ def write_candidate(
         **{f"dream/{k}": v for k, v in diversity([x.text for x in d.kept]).items()},
     }
     notes = {"drift_note": result["drift_note"], "drift_history": result["drift_history"], "rounds": d.rounds}
-    (tmp / "dream_stats.json").write_text(json.dumps({"metrics": metrics, **notes}, indent=2))
+    # A hashed file holds what the run computed, not how long it took: timings stay in the manifest's metrics,
+    # so the same inputs and seed give the same checkpoint digest (a resumed flow run finds the same one).
+    timed = ("dream/dreams_per_s", "dream/wall_clock_s")
+    stable = {k: v for k, v in metrics.items() if k not in timed}
+    (tmp / "dream_stats.json").write_text(json.dumps({"metrics": stable, **notes}, indent=2))
     manifest = Manifest.of_directory(
         tmp,
         "checkpoint",

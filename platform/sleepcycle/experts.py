@@ -189,9 +189,24 @@ def save_checkpoint(
     trained = [s for s in bank.active]
     if trained:
         bank.model.save_pretrained(path / "experts", selected_adapters=trained)
+        _portable_adapters(path / "experts")
     state = {**state, "active": bank.active, "capacity": bank.capacity, "rank": bank.rank}
     (path / SLEEP_JSON).write_text(json.dumps(state, indent=2))
     return path
+
+
+def _portable_adapters(experts: Path) -> None:
+    """PEFT records where the base model was loaded from (and writes a model card naming it): a path of
+    the machine that trained it. The checkpoint's own base/ is the base, so the field says so, and the
+    same weights get the same digest wherever, and by whichever process, they were written."""
+    for card in experts.rglob("README.md"):
+        card.unlink()
+    for cfg_path in experts.rglob("adapter_config.json"):
+        cfg = json.loads(cfg_path.read_text())
+        cfg["base_model_name_or_path"] = "../base"
+        if isinstance(cfg.get("target_modules"), list):  # a set inside PEFT: its order follows the hash seed
+            cfg["target_modules"] = sorted(cfg["target_modules"])
+        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True))
 
 
 def read_state(path: Path) -> dict:

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 SEED = ["--seed", "7"]  # the same seed for all three runs (tiny profile; its own gate thresholds fail it)
 # The tiny profile seeds in about a second: too short to be killed "mid-seeding" reliably. A longer seeding
 # (more steps, a budget that does not stop it early) leaves a wide window, the same for all three runs.
-LONG_SEEDING = ["--set", "distill.steps=300", "--set", "train.tokens_per_day=100000000"]
+LONG_SEEDING = ["--set", "distill.steps=120", "--set", "train.tokens_per_day=100000000"]
 
 
 def test_a_cycle_killed_mid_seeding_resumes_after_its_last_completed_stage(

@@ -199,14 +199,41 @@ def _jsonl_log(path: Path) -> Callable[[dict], None]:
     return log
 
 
-@command("seed-dist")
-def seed_dist_cmd(args: argparse.Namespace) -> int:
+def _run_rank(args: argparse.Namespace, stage, *inputs, **kwargs) -> int:
+    """One rank of a data-parallel stage (`seed-dist`, `dream-dist`): run it, tear the process group down
+    whatever happens, and print the manifest as JSON on rank 0 (the launcher reads it)."""
     import torch.distributed as dist
 
-    from sleepcycle.distributed import DistributedError, seed_distributed
+    from sleepcycle.distributed import DistributedError
+
+    rank = int(os.environ.get("RANK", "0"))
+    try:
+        manifest = stage(
+            _config(args),
+            *inputs,
+            Path(args.out),
+            deepspeed_config=args.deepspeed,
+            log=_jsonl_log(Path(args.metrics)) if args.metrics and rank == 0 else _no_log,
+            token_budget=args.token_budget,
+            run_seed=args.seed,
+            trace=Path(args.trace) if args.trace else None,
+            **kwargs,
+        )
+    except DistributedError as e:
+        raise UserError(str(e)) from None
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if rank == 0:
+        print(json.dumps({"checkpoint": manifest.uri, "digest": manifest.digest, **manifest.metrics}, indent=2))
+    return 0
+
+
+@command("seed-dist")
+def seed_dist_cmd(args: argparse.Namespace) -> int:
+    from sleepcycle.distributed import seed_distributed
     from sleepcycle.records import read
 
-    cfg = _config(args)
     snapshot, champion = _manifest_dir(args.snapshot, "snapshot"), _manifest_dir(args.champion, "champion")
     replay: list[str] = []
     if args.replay:
@@ -214,59 +241,15 @@ def seed_dist_cmd(args: argparse.Namespace) -> int:
         if loaded.rejected:  # a silently shorter replay arm would change the result
             raise UserError(f"replay records: {loaded.rejected[0]}")
         replay = [r["text"] for r in loaded.records]
-    rank = int(os.environ.get("RANK", "0"))
-    try:
-        manifest = seed_distributed(
-            cfg,
-            snapshot,
-            champion,
-            Path(args.out),
-            deepspeed_config=args.deepspeed,
-            log=_jsonl_log(Path(args.metrics)) if args.metrics and rank == 0 else _no_log,
-            replay=replay,
-            token_budget=args.token_budget,
-            run_seed=args.seed,
-            trace=Path(args.trace) if args.trace else None,
-        )
-    except DistributedError as e:
-        raise UserError(str(e)) from None
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    if rank == 0:
-        print(json.dumps({"checkpoint": manifest.uri, "digest": manifest.digest, **manifest.metrics}, indent=2))
-    return 0
+    return _run_rank(args, seed_distributed, snapshot, champion, replay=replay)
 
 
 @command("dream-dist")
 def dream_dist_cmd(args: argparse.Namespace) -> int:
-    import torch.distributed as dist
+    from sleepcycle.distributed import dream_distributed
 
-    from sleepcycle.distributed import DistributedError, dream_distributed
-
-    cfg = _config(args)
     seeded, snapshot = _manifest_dir(args.seeded, "seeded checkpoint"), _manifest_dir(args.snapshot, "snapshot")
-    rank = int(os.environ.get("RANK", "0"))
-    try:
-        manifest = dream_distributed(
-            cfg,
-            seeded,
-            snapshot,
-            Path(args.out),
-            deepspeed_config=args.deepspeed,
-            log=_jsonl_log(Path(args.metrics)) if args.metrics and rank == 0 else _no_log,
-            token_budget=args.token_budget,
-            run_seed=args.seed,
-            trace=Path(args.trace) if args.trace else None,
-        )
-    except DistributedError as e:
-        raise UserError(str(e)) from None
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    if rank == 0:
-        print(json.dumps({"checkpoint": manifest.uri, "digest": manifest.digest, **manifest.metrics}, indent=2))
-    return 0
+    return _run_rank(args, dream_distributed, seeded, snapshot)
 
 
 # ----- wake buffer, sleep cycles and approvals (Prefect lives in flows/, imported only by these commands) -----

@@ -57,7 +57,7 @@ import torch.distributed as dist
 
 from sleepcycle.config import CONFIG_DIR, Config
 from sleepcycle.distill import DistillStats, GeneralizedDistillation, Item
-from sleepcycle.dream import Dream, Dreaming, consolidation_order, frozen_champion, grew_this_cycle
+from sleepcycle.dream import Dream, Dreaming, consolidation_order, frozen_champion, grew_this_cycle, guard_drift
 from sleepcycle.dream import load as load_dreaming
 from sleepcycle.dream import prepare as prepare_dreaming
 from sleepcycle.dream import write_candidate as write_dreamed
@@ -499,18 +499,11 @@ def _consolidate(
                 drift = measure()
                 history.append({"step": step + 1, "kl_drift": drift, "lr": lr, "loss": mean_loss})
                 log({"dream/kl_drift": drift, "dream/sft_loss": mean_loss, "dream/step": step + 1})
-                if drift > dc.drift_budget:
-                    with torch.no_grad():
-                        for p, g in zip(params, good):
-                            p.copy_(g)
-                    if dc.on_drift == "shrink" and lr > dc.lr / 8:
-                        lr /= 2
-                        for g_ in engine.optimizer.param_groups:
-                            g_["lr"] = lr
-                        stopped = f"KL drift {drift:.4f} > budget {dc.drift_budget}: reverted and halved lr to {lr:g}"
-                        log({"dream/drift_event": 1.0})
+                action, lr, note = guard_drift(dc, drift, step, lr, params, good, engine.optimizer.param_groups, log)
+                if action != "ok":
+                    stopped = note
+                    if action == "shrink":
                         continue
-                    stopped = f"KL drift {drift:.4f} > budget {dc.drift_budget}: stopped at step {step + 1}"
                     break
                 good = [p.detach().clone() for p in params]
     final_drift = measure() if stopped else drift

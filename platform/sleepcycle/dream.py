@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from sleepcycle.config import Config
+from sleepcycle.config import Config, DreamConfig
 from sleepcycle.evaluate import kl_drift
 from sleepcycle.experts import DREAM, ExpertBank, load_checkpoint, read_state, save_checkpoint
 from sleepcycle.generate import Generator, HFGenerator, make_generator
@@ -434,22 +434,35 @@ def consolidate(
                 drift = measure()
                 history.append({"step": step + 1, "kl_drift": drift, "lr": lr, "loss": float(loss.detach())})
                 log({"dream/kl_drift": drift, "dream/sft_loss": float(loss.detach()), "dream/step": step + 1})
-                if drift > dc.drift_budget:
-                    with torch.no_grad():
-                        for p, g in zip(params, good):
-                            p.copy_(g)
-                    if dc.on_drift == "shrink" and lr > dc.lr / 8:
-                        lr /= 2
-                        for g_ in opt.param_groups:
-                            g_["lr"] = lr
-                        stopped = f"KL drift {drift:.4f} > budget {dc.drift_budget}: reverted and halved lr to {lr:g}"
-                        log({"dream/drift_event": 1.0})
+                action, lr, note = guard_drift(dc, drift, step, lr, params, good, opt.param_groups, log)
+                if action != "ok":
+                    stopped = note
+                    if action == "shrink":
                         continue
-                    stopped = f"KL drift {drift:.4f} > budget {dc.drift_budget}: stopped at step {step + 1}"
                     break
                 good = [p.detach().clone() for p in params]
     final_drift = measure() if stopped else drift
     return {"tokens": tokens, "kl_drift": final_drift, "drift_history": history, "drift_note": stopped}
+
+
+def guard_drift(
+    dc: DreamConfig, drift: float, step: int, lr: float, params, good, param_groups, log: Log
+) -> tuple[str, float, str | None]:
+    """The KL-drift budget after a check: within it, ("ok", lr, None); over it, the parameters go back to the
+    last good copy and the run either halves its lr ("shrink", while lr > dc.lr / 8) or stops ("stop").
+    Returns (action, lr, note for the manifest). Shared by in-process and data-parallel consolidation."""
+    if drift <= dc.drift_budget:
+        return "ok", lr, None
+    with torch.no_grad():
+        for p, g in zip(params, good):
+            p.copy_(g)
+    if dc.on_drift == "shrink" and lr > dc.lr / 8:
+        lr /= 2
+        for group in param_groups:
+            group["lr"] = lr
+        log({"dream/drift_event": 1.0})
+        return "shrink", lr, f"KL drift {drift:.4f} > budget {dc.drift_budget}: reverted and halved lr to {lr:g}"
+    return "stop", lr, f"KL drift {drift:.4f} > budget {dc.drift_budget}: stopped at step {step + 1}"
 
 
 def _frozen_copy(model: PreTrainedModel) -> PreTrainedModel:

@@ -36,11 +36,8 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -53,7 +50,8 @@ from prefect.exceptions import FlowPauseTimeout, MissingContextError
 from prefect.states import Completed
 
 from flows import approval
-from sleepcycle.config import Config, FlowConfig, load_config
+from flows.line_lock import LineBusy, line_lock
+from sleepcycle.config import Config, load_config
 from sleepcycle.manifests import Manifest
 from sleepcycle.store import fetch, open_registry, open_store, open_tracker, publish, queries
 from sleepcycle.store.artifacts import ArtifactStore
@@ -66,10 +64,6 @@ from sleepcycle.store.settings import load as load_settings
 # The key of a stage result: its inputs (digests, config, seed, store URI), never where it ran or how it logs.
 STAGE_CACHE = INPUTS - "workdir" - "log"
 RUNNING, FAILED = "running", "failed"
-
-
-class LineBusy(RuntimeError):
-    """Another cycle of the same model line holds the line lock."""
 
 
 def _stage_task(name: str):
@@ -211,70 +205,14 @@ def _replay(cfg: Config, store: ArtifactStore, history: list[str]) -> list[str]:
     return buffer.records
 
 
-# ----- the line lock ---------------------------------------------------------------------------------------
+# ----- the line lock (flows/line_lock.py) ----------------------------------------------------------------
 
 
-def lock_name(line: str) -> str:
-    return f"sleepcycle-line-{line}"
-
-
-class _QuietLockTimeout(logging.Filter):
-    """Prefect logs a slot acquisition that timed out as a failed service item (an ERROR with the whole
-    future); LineBusy says the same in one line, so that record is dropped and every other kept."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (
-            record.getMessage().startswith("Service 'ConcurrencySlotAcquisitionWithLeaseService' failed")
-            and "TimeoutError" in record.getMessage()
-        )
-
-
-@contextmanager
-def line_lock(line: str, fc: FlowConfig, holder: Any = None, store: ArtifactStore | None = None) -> Iterator[None]:
-    """Hold the line's concurrency slot (created on first use, limit 1) for the block; LineBusy when another
-    cycle keeps it longer than `fc.lock_wait_s`."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.client.schemas.objects import ConcurrencyLeaseHolder
-    from prefect.concurrency.sync import concurrency
-    from prefect.exceptions import ObjectAlreadyExists
-
-    name = lock_name(line)
-    quiet = logging.getLogger("prefect._internal.concurrency")
-    if not any(isinstance(f, _QuietLockTimeout) for f in quiet.filters):
-        quiet.addFilter(_QuietLockTimeout())
-    with get_client(sync_client=True) as client:
-        try:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-        except ObjectAlreadyExists:
-            pass
-    lease_holder = ConcurrencyLeaseHolder(type="flow_run", id=holder) if holder else None
-    lock = concurrency(
-        name,
-        timeout_seconds=fc.lock_wait_s,
-        lease_duration=max(60.0, fc.lock_lease_s),
-        strict=True,
-        holder=lease_holder,
-    )
-    try:
-        lock.__enter__()
-    except TimeoutError:
-        busy = ""
-        if store is not None:
-            last = (read_cycle_records(store, line) or [{}])[-1]
-            if last.get("state") in (RUNNING, approval.AWAITING):
-                busy = f": cycle {last['cycle']} is {last['state']} (flow run {last.get('flow_run_name', '?')})"
-        raise LineBusy(
-            f"line {line!r} is busy{busy}; one cycle per line at a time (limit {name}), this run waited "
-            f"{fc.lock_wait_s:.0f}s and gave up. Run it again when that cycle is done."
-        ) from None
-    try:
-        yield
-    except BaseException:
-        if not lock.__exit__(*sys.exc_info()):
-            raise
-    else:
-        lock.__exit__(None, None, None)
+def _busy(store: ArtifactStore, line: str) -> str:
+    last = (read_cycle_records(store, line) or [{}])[-1]
+    if last.get("state") in (RUNNING, approval.AWAITING):
+        return f": cycle {last['cycle']} is {last['state']} (flow run {last.get('flow_run_name', '?')})"
+    return ""
 
 
 # ----- the flow ------------------------------------------------------------------------------------------
@@ -305,7 +243,7 @@ def sleep_cycle(
     store = open_store()
     registry = open_registry(store=store)
     try:
-        with line_lock(line, cfg.flow, holder=run.id, store=store):
+        with line_lock(line, cfg.flow, holder=run.id, store=store, busy=lambda: _busy(store, line)):
             return _cycle(cfg, line, run, store, registry, run_seed, refresh, resume)
     except LineBusy as busy:
         # Not a failure of this run: another cycle has the line. Prefect shows the state "Refused".

@@ -241,8 +241,8 @@ class FlowConfig(Strict):
     lock_wait_s: float = 60
     """How long a second cycle of the same line waits for the line lock before it is refused."""
     lock_lease_s: float = 120
-    """Lease of the line lock (renewed while the cycle runs; Prefect needs >= 60): after a crash the lock
-    frees within this, and a re-run resumes the crashed cycle."""
+    """Lease of the line lock (renewed while the cycle runs; Prefect needs >= 60). A holder that crashed on
+    the host of the next run is released at once; one that crashed elsewhere frees the lock within this."""
     stage_retries: int = 0
     """Prefect retries of a stage that raised (a resumed re-run never recomputes completed stages)."""
 

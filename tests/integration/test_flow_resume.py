@@ -5,8 +5,8 @@ same candidate checkpoint, byte for byte, as an uninterrupted run with the same 
     .venv/bin/python -m pytest tests/integration/test_flow_resume.py
 
 The uninterrupted run uses a store of its own, so nothing it computes can be a cache hit for the re-run.
-The re-run waits out the killed cycle's line lock lease (`flow.lock_lease_s`, Prefect's minimum of 60 s):
-that is how a crashed worker's slot frees itself.
+The killed cycle still holds its line lock lease; the re-run, on the same host, sees the holder's pid is gone
+and releases that lease at once instead of waiting out `flow.lock_lease_s` (flows/line_lock.py).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def test_a_cycle_killed_mid_seeding_resumes_after_its_last_completed_stage(
         )
         assert out.returncode == 0, out.stderr
 
-    run = ["cycle", "run", "--config", "tiny", "--line", line, *SEED, *LONG_SEEDING, "--set", "flow.lock_lease_s=60"]
+    run = ["cycle", "run", "--config", "tiny", "--line", line, *SEED, *LONG_SEEDING, "--set", "flow.lock_lease_s=600"]
     # First the uninterrupted run (same seed, its own store and cache), while the line's lock is free: the
     # lock lives on the shared Prefect server, and the killed run below holds it until its lease lapses.
     out = cli.run(reference, *run)
@@ -65,8 +65,11 @@ def test_a_cycle_killed_mid_seeding_resumes_after_its_last_completed_stage(
     assert (killed["state"], killed["stage"]) == ("running", "seed") and "seeded" not in killed
 
     cli.here(crashed)
-    out = cli.run(crashed, *run, "--set", "flow.lock_wait_s=300")  # waits for the dead run's lease to lapse
+    # The dead run's lease has 10 minutes left: only releasing it lets this run in within lock_wait_s.
+    out = cli.run(crashed, *run, "--set", "flow.lock_wait_s=30")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    said = out.stdout + out.stderr
+    assert "the lock holder (pid" in said and "is gone; its lease" in said, said[-3000:]
     resumed = cli.record(line, 1)
     assert resumed["flow_run_id"] != killed["flow_run_id"] and resumed["state"] == "gate_failed"
     assert resumed["cached"] == ["snapshot"] and resumed["snapshot"] == killed["snapshot"] == expected["snapshot"]

@@ -4,6 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 EXTRAS ?= orchestration,tracking,ui,dev,distributed
+# Test files run on this many pytest-xdist workers (a file stays on one worker: its fixtures and caches are
+# shared); torch threads are split among them (tests/conftest.py). TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 2
+PYTEST_PAR := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 .PHONY: setup demo test test-all lint format bench screenshots clean browser
 
@@ -22,10 +26,10 @@ demo: setup  ## pretrain (cached) and run a few sleep cycles end to end on the b
 	$(BIN)/sleepcycle demo
 
 test: setup  ## the default test tier (unit + integration against local servers)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_PAR)
 
 test-all: setup  ## every tier runnable here, including slow science checks
-	$(BIN)/python -m pytest -m "not gpu"
+	$(BIN)/python -m pytest $(PYTEST_PAR) -m "not gpu"
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -8,6 +8,10 @@ import os
 import pytest
 
 os.environ.setdefault("SLEEPCYCLE_QUIET", "1")
+if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    # `pytest -n N`: share the cores among the workers (and the processes they start) instead of letting each
+    # torch take them all; oversubscribed torch threads spin against each other.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 
 
 @pytest.fixture(scope="session")

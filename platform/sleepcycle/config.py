@@ -117,6 +117,11 @@ class DistillConfig(Strict):
     lr: float = 3e-3
     """[ours] 1e-2 moved day-1 knowledge as well but drifted (KL from the champion ~2 nats after 5 days) and
     wiped earlier days; 3e-3 keeps most of the acquisition at a third of the drift (bench/README.md)."""
+    full_lr: float = 1e-3
+    """Learning rate of a seeding that trains every weight of the model rather than a fresh expert:
+    expansion=full, and the cycle that grows a line by grow_width or into a given model (`lr` then applies
+    to the experts of later cycles). The sft baselines' train.lr; at the expert's 3e-3, full fine-tuning
+    collapsed (ACC 0 over 5 days, bench/README.md)."""
     lmbda: float = 0.25
     """On-policy fraction lambda of the GKD mix (0: teacher samples only, 1: student samples only)."""
     alpha: float = 0.8

@@ -256,8 +256,11 @@ class Seeding:
     """Generation backend of the run (`generation.backend`): prompt writing, teacher samples, rollouts."""
 
     def trainer(self, cfg: Config, run_seed: int) -> GeneralizedDistillation:
+        dc = cfg.distill
+        if self.slot is None and dc.expansion in ("full", "grow_width", "given"):  # every weight trains
+            dc = dc.model_copy(update={"lr": dc.full_lr})
         return GeneralizedDistillation(
-            cfg.distill,
+            dc,
             self.student,
             self.teachers,
             self.params,

@@ -82,3 +82,15 @@ def test_unknown_config_key_is_refused():
 
     with pytest.raises(ConfigError, match="distill.stepz"):
         load_config("tiny", ["distill.stepz=3"])
+
+
+@pytest.mark.parametrize(("expansion", "lr"), [("expert", 3e-3), ("full", 1e-3)])
+def test_full_fine_tuning_trains_at_its_own_learning_rate(tiny, tmp_path, expansion, lr):
+    from sleepcycle.seed import prepare
+
+    cfg, champion, _ = tiny
+    cfg = load_config("tiny", [f"distill.expansion={expansion}", "distill.lr=3e-3", "distill.full_lr=1e-3"])
+    s = prepare(cfg, _snapshot(cfg, tmp_path / "snapshots"), champion, write_prompts=False)
+    trainer = s.trainer(cfg, run_seed=0)
+    assert [g["lr"] for g in trainer.opt.param_groups] == [lr]
+    assert (s.slot is None) == (expansion == "full")

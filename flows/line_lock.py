@@ -171,18 +171,20 @@ def line_lock(
                 f"(limit {name}), this run waited {fc.lock_wait_s:.0f}s and gave up. "
                 "Run it again when that cycle is done."
             ) from None
-    if store is not None:
-        me = Holder(str(lease_id), socket.gethostname(), os.getpid(), str(holder) if holder else None, time.time())
-        store.put_bytes(holder_key(line), json.dumps(me.__dict__, sort_keys=True).encode())
     stop = threading.Event()
     renewer = threading.Thread(target=_renew, args=(lease_id, fc, stop), daemon=True, name=f"lease-{name}")
     renewer.start()
     try:
+        if store is not None:
+            me = Holder(str(lease_id), socket.gethostname(), os.getpid(), str(holder) if holder else None, time.time())
+            store.put_bytes(holder_key(line), json.dumps(me.__dict__, sort_keys=True).encode())
         yield lease_id
     finally:
         stop.set()
-        if store is not None and (mine := read_holder(store, line)) and mine.lease_id == str(lease_id):
-            store.delete(holder_key(line))
-        with get_client(sync_client=True) as client:
-            client.release_concurrency_slots_with_lease(lease_id)
-        renewer.join(timeout=2)
+        try:
+            if store is not None and (mine := read_holder(store, line)) and mine.lease_id == str(lease_id):
+                store.delete(holder_key(line))
+        finally:
+            with get_client(sync_client=True) as client:
+                client.release_concurrency_slots_with_lease(lease_id)
+            renewer.join(timeout=2)

@@ -22,6 +22,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -101,7 +102,24 @@ def summarise(paths: list[Path]) -> dict:
         )
     order = {m: i for i, m in enumerate(CORE + ABLATIONS)}
     rows.sort(key=lambda r: (order.get(r["method"], 99), r["method"], r["seed"]))
-    return {"rows": rows}
+    return {"rows": rows, "over_seeds": over_seeds(rows)}
+
+
+def over_seeds(rows: list[dict]) -> list[dict]:
+    """Mean and sample standard deviation of every column for the methods run with more than one seed."""
+    by_method: dict[str, list[dict]] = {}
+    for r in rows:
+        by_method.setdefault(r["method"], []).append(r)
+    out = []
+    for method, runs in by_method.items():
+        if len(runs) < 2:
+            continue
+        agg: dict = {"method": method, "seeds": [r["seed"] for r in runs]}
+        for k in [k for k, _ in COLUMNS] + ["learn_s"]:
+            xs = [r[k] for r in runs if isinstance(r.get(k), (int, float))]
+            agg[k] = {"mean": statistics.fmean(xs), "sd": statistics.stdev(xs)} if len(xs) > 1 else None
+        out.append(agg)
+    return out
 
 
 def markdown(summary: dict) -> str:
@@ -111,6 +129,15 @@ def markdown(summary: dict) -> str:
         cells = [r["method"], str(r["seed"])] + [_fmt(r[k]) for k, _ in COLUMNS]
         cells += [f"{r['learn_s']:.0f}", f"{r['wall_clock_s']:.0f}", NOTES.get(r["method"], "")]
         lines.append("| " + " | ".join(cells) + " |")
+    if summary.get("over_seeds"):
+        head = ["method", "seeds"] + [h for _, h in COLUMNS] + ["learn s"]
+        lines += ["", "Mean ± sd over seeds:", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for a in summary["over_seeds"]:
+            cells = [a["method"], " ".join(map(str, a["seeds"]))]
+            for k in [k for k, _ in COLUMNS] + ["learn_s"]:
+                digits = 0 if k == "learn_s" else 3
+                cells.append("—" if a[k] is None else f"{_fmt(a[k]['mean'], digits)} ± {_fmt(a[k]['sd'], digits)}")
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -148,6 +148,9 @@ class DistillConfig(Strict):
     replay_fraction: float = 0.5
     """Share of distillation prompts drawn from earlier snapshots, with the champion as teacher (0.5, the
     share the sft-replay baseline gives its replay buffer; 0.3 let each cycle overwrite the one before)."""
+    replay_context: bool = False
+    """[ours] The replay teacher (the champion) reads the replayed record in its prompt, as the context
+    teacher reads the day's documents; off, it answers replay prompts from its weights alone."""
     rollout_reuse: int = 4
     """Steps whose on-policy samples and LTI rollouts are drawn together (1 = fully on-policy)."""
     fast_steps: int = 60

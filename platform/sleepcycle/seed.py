@@ -322,7 +322,14 @@ def prepare(
         random.Random(run_seed).shuffle(old)
         want = round(n_new * dc.replay_fraction / (1 - dc.replay_fraction))
         replay_items = build_items(
-            cfg, tok, champion_model, old[: max(1, want // 2)], "champion", with_context=False, gen=gen, sampler=sampler
+            cfg,
+            tok,
+            champion_model,
+            old[: max(1, want // 2)],
+            "champion",
+            with_context=dc.replay_context,
+            gen=gen,
+            sampler=sampler,
         )
         items += replay_items[:want]
 

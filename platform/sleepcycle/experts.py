@@ -162,10 +162,10 @@ class ExpertBank:
     # ----- views -----------------------------------------------------------------------------------
     def merged(self) -> PreTrainedModel:
         """A plain model with the active experts folded into the weights (for evaluation and serving)."""
+        if not self.active:  # unload, not get_base_model(): that keeps the empty slots injected
+            return self.unloaded()
         model = copy.deepcopy(self.model)
-        model.base_model.set_adapter(self.active) if self.active else None
-        if not self.active:
-            return model.get_base_model()
+        model.base_model.set_adapter(self.active)
         return model.merge_and_unload(adapter_names=self.active)
 
     def unloaded(self) -> PreTrainedModel:

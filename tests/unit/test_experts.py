@@ -66,3 +66,19 @@ def test_reset_frees_the_slot_and_restores_the_function():
     assert name not in bank.active and bank.free_slot() == name
     bank.activate(name)
     assert torch.equal(logits(bank.model, tok), base)
+
+
+def test_the_merged_view_of_a_bank_without_experts_is_a_plain_model_that_saves_and_loads(tmp_path):
+    # Regression: it used to be PEFT's base model with the (inactive) expert slots still injected, whose
+    # weights save as `...base_layer.weight`: a plain from_pretrained then re-initialised those layers.
+    from sleepcycle import models
+
+    model, tok = micro_model()
+    plain_keys = set(model.state_dict())
+    before = logits(model, tok)
+    merged = ExpertBank(model, rank=4, capacity=3).merged()
+    assert set(merged.state_dict()) == plain_keys
+    assert torch.equal(logits(merged, tok), before)
+    models.save(merged, tok, tmp_path / "m")
+    again, _ = models.load(tmp_path / "m")
+    assert torch.equal(logits(again, tok), before)

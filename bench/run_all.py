@@ -44,6 +44,13 @@ NOTES = {
     "sft": "no replay buffer",
     "sleep-nodream-replay": "no replay buffer (the paper's setting)",
     "sleep-nodream": "= sleep -dream",
+    "sleep-nodream-lti": "no Learning to Imitate",
+    "sleep-nodream-expansion": "full fine-tune at distill.full_lr, no expert",
+    "sleep-nodream-fast": "fast weights instead of documents in the teacher's prompt",
+    "sleep-importance": "random dream selection instead of importance",
+    "sleep-random-expert": "no random extra expert while dreaming",
+    "sleep-restem": "no ReST-EM rounds",
+    "sleep-curriculum": "kept dreams in random order",
 }
 COLUMNS = [
     ("ACC", "ACC"),

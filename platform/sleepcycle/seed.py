@@ -270,6 +270,7 @@ class Seeding:
             judge=make_judge(self.docs),
             seed=run_seed,
             sampler=self.sampler,
+            vocab=self.vocab,
         )
 
 

@@ -94,3 +94,19 @@ def test_full_fine_tuning_trains_at_its_own_learning_rate(tiny, tmp_path, expans
     trainer = s.trainer(cfg, run_seed=0)
     assert [g["lr"] for g in trainer.opt.param_groups] == [lr]
     assert (s.slot is None) == (expansion == "full")
+
+
+def test_seeding_into_a_given_model_with_a_padded_vocabulary_trains_on_the_shared_part(tiny, tmp_path):
+    # Models of one family pad their vocabularies to different sizes: the divergences compare the
+    # tokenizer's shared part (grow.check_tokenizers), or the teacher's and student's logits differ in size.
+    from sleepcycle import models
+
+    cfg, champion, _ = tiny
+    larger, tok = models.load(champion.uri)
+    larger.resize_token_embeddings(larger.config.vocab_size + 24)
+    models.save(larger, tok, tmp_path / "larger")
+    given = ["distill.expansion=given", f"distill.student_path={tmp_path / 'larger'}", "distill.steps=4"]
+    cfg = load_config("tiny", [*given, "distill.questions_per_doc=2", "distill.lti=false"])
+    out = seed(cfg, _snapshot(cfg, tmp_path / "snapshots"), champion, tmp_path / "c1")
+    student, _ = models.load(out.uri)
+    assert student.config.vocab_size == larger.config.vocab_size and out.metrics["seed/steps"] > 0

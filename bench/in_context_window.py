@@ -42,7 +42,7 @@ def fit_window(docs: list[str], tokenizer, budget: int) -> list[str]:
     return list(reversed(kept))
 
 
-def measure(config: str, days: list[int], ks: list[int], seed: int) -> dict:
+def measure(config: str, days: list[int], ks: list[int], seed: int, sets: list[str] | None = None) -> dict:
     from sleepcycle import models
     from sleepcycle.bench import MATRIX_KINDS, questions
     from sleepcycle.config import load_config
@@ -50,7 +50,7 @@ def measure(config: str, days: list[int], ks: list[int], seed: int) -> dict:
     from sleepcycle.pretrain import pretrain
     from sleepcycle.world import DOC_PREFIX, World
 
-    cfg = load_config(config)
+    cfg = load_config(config, list(sets or []))
     model, tok = models.load(pretrain(cfg).uri)
     world = World(cfg.world)
     budget = model.config.max_position_embeddings - 48
@@ -93,6 +93,7 @@ def measure(config: str, days: list[int], ks: list[int], seed: int) -> dict:
         )
     return {
         "config": config,
+        "overrides": list(sets or []),
         "days": days,
         "seed": seed,
         "docs_per_day": [len(world.documents(d)) for d in days],
@@ -125,10 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--days", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--ks", nargs="+", type=int, default=[1, 2, 4, 8, 12, 18])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], help="config override (key=value), e.g. of pretraining")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     t0 = time.time()
-    result = measure(args.config, args.days, args.ks, args.seed)
+    result = measure(args.config, args.days, args.ks, args.seed, args.set)
     result["wall_clock_s"] = round(time.time() - t0, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "in_context_window.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -36,7 +36,7 @@ ABLATIONS = [
     "sleep-nodream-expansion",
     "sleep-nodream-fast",
     "sleep-importance",
-    "sleep-random-expert",
+    "sleep+random-expert",
     "sleep-restem",
     "sleep-curriculum",
 ]
@@ -48,7 +48,7 @@ NOTES = {
     "sleep-nodream-expansion": "full fine-tune at distill.full_lr, no expert",
     "sleep-nodream-fast": "fast weights instead of documents in the teacher's prompt",
     "sleep-importance": "random dream selection instead of importance",
-    "sleep-random-expert": "no random extra expert while dreaming",
+    "sleep+random-expert": "the paper's random extra expert while dreaming (off by default)",
     "sleep-restem": "no ReST-EM rounds",
     "sleep-curriculum": "kept dreams in random order",
 }

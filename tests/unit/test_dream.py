@@ -28,8 +28,10 @@ def seeded(tmp_path_factory):
     return cfg, snap, seed(cfg, snap, champion, root / "seeded"), world
 
 
-def test_dreams_are_written_hashed_and_never_contain_probe_questions(seeded, tmp_path):
-    cfg, snap, seeded_m, world = seeded
+@pytest.mark.parametrize("random_expert", [False, True])
+def test_dreams_are_written_hashed_and_never_contain_probe_questions(seeded, tmp_path, random_expert):
+    _, snap, seeded_m, world = seeded
+    cfg = load_config("tiny", [f"dream.random_expert={str(random_expert).lower()}"])
     out = dream(cfg, seeded_m, snap, tmp_path / "dreamed")
     rows = [json.loads(x) for x in (Path(out.uri) / "dreams.jsonl").read_text().splitlines()]
     assert rows and {"text", "kind", "importance", "reward"} <= set(rows[0])
@@ -38,6 +40,7 @@ def test_dreams_are_written_hashed_and_never_contain_probe_questions(seeded, tmp
     assert not any(q in r["text"] for q in probes for r in rows)
     stats = json.loads((Path(out.uri) / "dream_stats.json").read_text())
     assert {"distinct_2", "spread"} <= set(stats["rounds"][0]) and "dream/kl_drift" in stats["metrics"]
+    assert bool(stats["rounds"][0]["random_expert_sources"]) == random_expert
 
 
 def test_drift_budget_stops_a_run_that_exceeds_it(seeded, tmp_path):

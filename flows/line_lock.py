@@ -14,6 +14,7 @@ itself; this module talks to the same public client endpoints so it can publish 
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from sleepcycle.store.settings import check_line
 
 log = logging.getLogger("sleepcycle.flows.lock")
 MIN_LEASE_S = 60.0  # the Prefect server refuses shorter leases
+RENEW_EVERY_S: float | None = None  # None: a third of the lease (tests shorten it)
 
 
 class LineBusy(RuntimeError):
@@ -130,7 +132,7 @@ def _lease_s(fc: FlowConfig) -> float:
 def _renew(lease_id: UUID, fc: FlowConfig, stop: threading.Event) -> None:
     from prefect.client.orchestration import get_client
 
-    every = _lease_s(fc) / 3
+    every = RENEW_EVERY_S or _lease_s(fc) / 3
     with get_client(sync_client=True) as client:
         while not stop.wait(every):
             try:
@@ -172,7 +174,11 @@ def line_lock(
                 "Run it again when that cycle is done."
             ) from None
     stop = threading.Event()
-    renewer = threading.Thread(target=_renew, args=(lease_id, fc, stop), daemon=True, name=f"lease-{name}")
+    # In this context: Prefect's settings (e.g. the API URL that flows.server.use sets) live in context
+    # variables, which a plain thread does not inherit.
+    renewer = threading.Thread(
+        target=contextvars.copy_context().run, args=(_renew, lease_id, fc, stop), daemon=True, name=f"lease-{name}"
+    )
     renewer.start()
     try:
         if store is not None:

@@ -152,6 +152,18 @@ def configured_url() -> str | None:
     return server.url if server else None
 
 
+def _drain_workers() -> None:
+    """Send the run logs and events still queued for the API, waiting at most 5 s for each."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        try:
+            worker.drain_all(timeout=5)
+        except Exception as exc:  # noqa: BLE001 - what cannot be sent must not fail the run that made it
+            print(f"sleepcycle: some Prefect {worker.__name__} items were not sent: {exc}", file=sys.stderr)
+
+
 @contextmanager
 def use(url: str) -> Iterator[str]:
     """Point Prefect in this process (and the processes it starts) at `url` while the block runs. Task results
@@ -169,7 +181,10 @@ def use(url: str) -> Iterator[str]:
     }
     try:
         with temporary_settings(updates=updates):
-            yield url
+            try:
+                yield url
+            finally:
+                _drain_workers()  # while `url` is still the API: sent later, they would start a temporary server
     finally:
         for k, v in before.items():
             if v is None:

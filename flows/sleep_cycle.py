@@ -34,6 +34,7 @@ The stages are those of `sleepcycle.cycle.run_cycle`, in its order; what this fi
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import threading
@@ -546,7 +547,11 @@ def run_demo_cycle(
                 return
 
     with server.api():
-        approver_thread = threading.Thread(target=approve_when_asked, daemon=True)
+        # In this context: Prefect's settings (the API URL of server.api) live in context variables, which a
+        # plain thread does not inherit; without them the approver would start a temporary server of its own.
+        approver_thread = threading.Thread(
+            target=contextvars.copy_context().run, args=(approve_when_asked,), daemon=True
+        )
         approver_thread.start()
         try:
             # pause, not suspend: the demo's process is the one that waits and carries on.

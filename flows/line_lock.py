@@ -44,6 +44,15 @@ def lock_name(line: str) -> str:
     return f"sleepcycle-line-{line}"
 
 
+def host_id() -> str:
+    """This host as far as pids go: the hostname plus the pid namespace where there is one, so two
+    containers that share a hostname (host networking) never judge each other's pids."""
+    try:
+        return f"{socket.gethostname()}/{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return socket.gethostname()
+
+
 def holder_key(line: str) -> str:
     return f"lines/{check_line(line)}/lock.json"
 
@@ -58,7 +67,7 @@ class Holder:
 
     def dead_here(self) -> bool:
         """True when the holder ran on this host and its process is gone (a live or foreign pid: False)."""
-        if self.host != socket.gethostname() or self.pid <= 0:
+        if self.host != host_id() or self.pid <= 0:
             return False
         try:
             os.kill(self.pid, 0)
@@ -182,7 +191,7 @@ def line_lock(
     renewer.start()
     try:
         if store is not None:
-            me = Holder(str(lease_id), socket.gethostname(), os.getpid(), str(holder) if holder else None, time.time())
+            me = Holder(str(lease_id), host_id(), os.getpid(), str(holder) if holder else None, time.time())
             store.put_bytes(holder_key(line), json.dumps(me.__dict__, sort_keys=True).encode())
         yield lease_id
     finally:

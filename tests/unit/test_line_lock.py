@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 
-from flows.line_lock import Holder, holder_key, read_holder
+from flows.line_lock import Holder, holder_key, host_id, read_holder
 from sleepcycle.store.artifacts import LocalStore
 
 
@@ -19,11 +19,13 @@ def _gone_pid() -> int:
 
 
 def test_a_holder_is_dead_only_on_this_host_with_its_process_gone():
-    here = socket.gethostname()
+    here = host_id()
+    assert here.startswith(socket.gethostname())
     assert Holder("l", here, _gone_pid()).dead_here()
     assert not Holder("l", here, os.getpid()).dead_here()
     assert not Holder("l", here, os.getppid()).dead_here()
     assert not Holder("l", "another-host", _gone_pid()).dead_here()  # elsewhere: only its lease can tell
+    assert not Holder("l", socket.gethostname() + "/pid:[1]", _gone_pid()).dead_here()  # another pid namespace
     assert not Holder("l", here, 0).dead_here()
 
 

@@ -57,7 +57,7 @@ import torch.distributed as dist
 
 from sleepcycle.config import CONFIG_DIR, Config
 from sleepcycle.distill import DistillStats, GeneralizedDistillation, Item
-from sleepcycle.dream import Dream, Dreaming, consolidation_order, frozen_champion, grew_this_cycle, guard_drift
+from sleepcycle.dream import Dream, Dreaming, DriftGuard, consolidation_order, frozen_champion, grew_this_cycle
 from sleepcycle.dream import load as load_dreaming
 from sleepcycle.dream import prepare as prepare_dreaming
 from sleepcycle.dream import write_candidate as write_dreamed
@@ -467,13 +467,13 @@ def _consolidate(
         return {"tokens": 0, "kl_drift": 0.0, "drift_history": [], "drift_note": "no dreams kept"}
     bank, tok, params = d.bank, d.tok, d.bank.parameters(d.newest)
     enc = encode(tok, [x.example() for x in order], bank.model.config.max_position_embeddings)
-    lr, tokens, drift, history, stopped = dc.lr, 0, 0.0, [], ""
-    good = [p.detach().clone() for p in params]
-    bs, check_every = cfg.distill.batch_size, max(1, dc.steps // 6)
+    tokens, bs = 0, cfg.distill.batch_size
 
     def measure() -> float:
         mine = kl_drift(bank.model, champion, tok, d.ref) if rank == 0 and d.ref and champion is not None else 0.0
         return float(_broadcast(mine))
+
+    guard = DriftGuard(dc, params, engine.optimizer.param_groups, measure, log)
 
     with progress(total=dc.steps, desc=f"dream consolidation (rank {rank}/{world})", unit="step") as bar:
         for step in range(dc.steps):
@@ -493,18 +493,8 @@ def _consolidate(
             dist.all_reduce(total)
             tokens += int(total[0])
             mean_loss = float(total[1]) / world
-            rows.append({"step": step, "rank": rank, "ids": mine, "loss": float(loss.detach()), "lr": lr})
+            rows.append({"step": step, "rank": rank, "ids": mine, "loss": float(loss.detach()), "lr": guard.lr})
             bar.update(1)
-            if (step + 1) % check_every == 0 or step == dc.steps - 1:
-                drift = measure()
-                history.append({"step": step + 1, "kl_drift": drift, "lr": lr, "loss": mean_loss})
-                log({"dream/kl_drift": drift, "dream/sft_loss": mean_loss, "dream/step": step + 1})
-                action, lr, note = guard_drift(dc, drift, step, lr, params, good, engine.optimizer.param_groups, log)
-                if action != "ok":
-                    stopped = note
-                    if action == "shrink":
-                        continue
-                    break
-                good = [p.detach().clone() for p in params]
-    final_drift = measure() if stopped else drift
-    return {"tokens": tokens, "kl_drift": final_drift, "drift_history": history, "drift_note": stopped}
+            if guard.check(step, mean_loss) == "stop":
+                break
+    return guard.result(tokens)

@@ -29,7 +29,7 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -405,14 +405,13 @@ def consolidate(
     order = consolidation_order(cfg, bank, tok, dreams, rng)
     enc = encode(tok, [d.example() for d in order], max_len)
     opt = torch.optim.AdamW(params, lr=dc.lr, weight_decay=0.0)
-    lr, tokens, drift, history, stopped = dc.lr, 0, 0.0, [], ""
-    good = [p.detach().clone() for p in params]
-    bs = cfg.distill.batch_size
-    check_every = max(1, dc.steps // 6)
+    tokens, bs = 0, cfg.distill.batch_size
     champion = frozen_champion(bank, newest)
 
     def measure() -> float:
         return kl_drift(bank.model, champion, tok, reference) if reference else 0.0
+
+    guard = DriftGuard(dc, params, opt.param_groups, measure, log)
 
     with progress(total=dc.steps, desc="dream consolidation", unit="step") as bar:
         for step in range(dc.steps):
@@ -430,39 +429,51 @@ def consolidate(
             bank.model.eval()
             tokens += int(batch["attention_mask"].sum())
             bar.update(1)
-            if (step + 1) % check_every == 0 or step == dc.steps - 1:
-                drift = measure()
-                history.append({"step": step + 1, "kl_drift": drift, "lr": lr, "loss": float(loss.detach())})
-                log({"dream/kl_drift": drift, "dream/sft_loss": float(loss.detach()), "dream/step": step + 1})
-                action, lr, note = guard_drift(dc, drift, step, lr, params, good, opt.param_groups, log)
-                if action != "ok":
-                    stopped = note
-                    if action == "shrink":
-                        continue
-                    break
-                good = [p.detach().clone() for p in params]
-    final_drift = measure() if stopped else drift
-    return {"tokens": tokens, "kl_drift": final_drift, "drift_history": history, "drift_note": stopped}
+            if guard.check(step, float(loss.detach())) == "stop":
+                break
+    return guard.result(tokens)
 
 
-def guard_drift(
-    dc: DreamConfig, drift: float, step: int, lr: float, params, good, param_groups, log: Log
-) -> tuple[str, float, str | None]:
-    """The KL-drift budget after a check: within it, ("ok", lr, None); over it, the parameters go back to the
-    last good copy and the run either halves its lr ("shrink", while lr > dc.lr / 8) or stops ("stop").
-    Returns (action, lr, note for the manifest). Shared by in-process and data-parallel consolidation."""
-    if drift <= dc.drift_budget:
-        return "ok", lr, None
-    with torch.no_grad():
-        for p, g in zip(params, good):
-            p.copy_(g)
-    if dc.on_drift == "shrink" and lr > dc.lr / 8:
-        lr /= 2
-        for group in param_groups:
-            group["lr"] = lr
-        log({"dream/drift_event": 1.0})
-        return "shrink", lr, f"KL drift {drift:.4f} > budget {dc.drift_budget}: reverted and halved lr to {lr:g}"
-    return "stop", lr, f"KL drift {drift:.4f} > budget {dc.drift_budget}: stopped at step {step + 1}"
+class DriftGuard:
+    """The KL-drift budget of a consolidation run, shared by in-process and data-parallel consolidation.
+
+    `check(step, loss)` after every optimizer step measures the drift every `dc.steps // 6` steps and on the
+    last one. Within the budget the parameters are kept as the last good copy ("ok"); over it they go back
+    to that copy and the run either halves its lr ("shrink", while lr > dc.lr / 8) or stops ("stop")."""
+
+    def __init__(self, dc: DreamConfig, params, param_groups, measure: Callable[[], float], log: Log):
+        self.dc, self.params, self.groups, self.measure, self.log = dc, params, param_groups, measure, log
+        self.lr, self.drift, self.history, self.note = dc.lr, 0.0, [], ""
+        self.good = [p.detach().clone() for p in params]
+        self.every = max(1, dc.steps // 6)
+
+    def check(self, step: int, loss: float) -> str:
+        dc = self.dc
+        if (step + 1) % self.every and step != dc.steps - 1:
+            return "ok"
+        drift = self.drift = self.measure()
+        self.history.append({"step": step + 1, "kl_drift": drift, "lr": self.lr, "loss": loss})
+        self.log({"dream/kl_drift": drift, "dream/sft_loss": loss, "dream/step": step + 1})
+        if drift <= dc.drift_budget:
+            self.good = [p.detach().clone() for p in self.params]
+            return "ok"
+        with torch.no_grad():
+            for p, g in zip(self.params, self.good):
+                p.copy_(g)
+        if dc.on_drift == "shrink" and self.lr > dc.lr / 8:
+            self.lr /= 2
+            for group in self.groups:
+                group["lr"] = self.lr
+            self.log({"dream/drift_event": 1.0})
+            self.note = f"KL drift {drift:.4f} > budget {dc.drift_budget}: reverted and halved lr to {self.lr:g}"
+            return "shrink"
+        self.note = f"KL drift {drift:.4f} > budget {dc.drift_budget}: stopped at step {step + 1}"
+        return "stop"
+
+    def result(self, tokens: int) -> dict:
+        """The run's drift summary (after a revert, the drift of the reverted parameters)."""
+        drift = self.measure() if self.note else self.drift
+        return {"tokens": tokens, "kl_drift": drift, "drift_history": self.history, "drift_note": self.note}
 
 
 def _frozen_copy(model: PreTrainedModel) -> PreTrainedModel:

@@ -67,8 +67,11 @@ def test_a_tiny_cycle_awaits_approval_and_approval_moves_champion(
     assert set(rec["timings"]) == {"snapshot", "seed", "dream", "evaluate"}
 
     with get_client(sync_client=True) as client:
-        run = client.read_flow_run(rec["flow_run_id"])
-        assert run.state.is_paused()  # a paused run with typed input: Prefect's UI shows the form
+        # The record says "awaiting approval" just before the run pauses (decide() allows for that window too).
+        deadline = time.monotonic() + 60
+        while not (run := client.read_flow_run(rec["flow_run_id"])).state.is_paused() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert run.state.is_paused(), run.state  # a paused run with typed input: Prefect's UI shows the form
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"gate-{line}-1"]))
         )

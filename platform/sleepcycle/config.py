@@ -169,6 +169,9 @@ class GenerationConfig(Strict):
     OpenAI-compatible vLLM server at that address (started with ``--enable-lora``)."""
     batch_size: int = 64
     """Prompts per forward pass of the ``hf`` backend."""
+    fast_decode: bool = True
+    """``hf`` backend: decode Llama-family models (experts included) with `sleepcycle.fastdecode`, the
+    same arithmetic as the HF forward without its per-module overhead; false: always the HF forward."""
     gpu_memory_utilization: float = 0.3
     """Share of GPU memory a vLLM engine may take (training shares the GPU with it)."""
     max_lora_rank: int = 128

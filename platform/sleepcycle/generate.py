@@ -5,7 +5,9 @@ argument of every call because a stage samples from several (teachers, the stude
 champion). Two implementations meet here:
 
 - `HFGenerator` (default): the model runs in-process, batched, left-padded, KV-cached, greedy or
-  temperature sampling, with a `torch.Generator` so a seed fixes every sample (`sample_ids`).
+  temperature sampling, with a `torch.Generator` so a seed fixes every sample (`sample_ids`). Llama-family
+  models (experts included) decode through `sleepcycle.fastdecode.Decoder`, the same arithmetic without
+  the HF/PEFT module stack; other models, or ``generation.fast_decode: false``, run the HF forward.
 - `VLLMGenerator` (``generation.backend: vllm``, GPU only): a vLLM engine or an OpenAI-compatible vLLM
   server; experts are served as LoRA adapters. It lives in `sleepcycle.vllm_backend`, imported lazily.
 
@@ -21,6 +23,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from sleepcycle.fastdecode import Decoder
 
 if TYPE_CHECKING:
     from sleepcycle.config import GenerationConfig
@@ -44,8 +48,8 @@ class Generator(Protocol):
 class HFGenerator:
     """In-process generation with the HF model itself (the default backend; see `sample_ids`)."""
 
-    def __init__(self, eos_id: int, pad_id: int, batch_size: int = 64):
-        self.eos_id, self.pad_id, self.batch_size = eos_id, pad_id, batch_size
+    def __init__(self, eos_id: int, pad_id: int, batch_size: int = 64, fast: bool = True):
+        self.eos_id, self.pad_id, self.batch_size, self.fast = eos_id, pad_id, batch_size, fast
 
     def sample(
         self,
@@ -56,7 +60,7 @@ class HFGenerator:
         generator: torch.Generator | None = None,
     ) -> list[list[int]]:
         return sample_ids(
-            model, prompts, max_new_tokens, self.eos_id, self.pad_id, temperature, generator, self.batch_size
+            model, prompts, max_new_tokens, self.eos_id, self.pad_id, temperature, generator, self.batch_size, self.fast
         )
 
 
@@ -66,7 +70,9 @@ def make_generator(cfg: GenerationConfig | None, eos_id: int, pad_id: int) -> Ge
         from sleepcycle.vllm_backend import VLLMGenerator  # needs vllm and CUDA: imported only when chosen
 
         return VLLMGenerator(cfg, eos_id, pad_id)
-    return HFGenerator(eos_id, pad_id, batch_size=cfg.batch_size if cfg is not None else 64)
+    if cfg is None:
+        return HFGenerator(eos_id, pad_id)
+    return HFGenerator(eos_id, pad_id, batch_size=cfg.batch_size, fast=cfg.fast_decode)
 
 
 def complete(
@@ -98,20 +104,24 @@ def sample_ids(
     temperature: float = 0.0,
     generator: torch.Generator | None = None,
     batch_size: int = 64,
+    fast: bool = True,
 ) -> list[list[int]]:
     """Completion token ids per prompt (EOS included when it was produced, nothing after it).
 
-    `max_new_tokens` may be one limit per prompt; prompts are batched by limit, then length."""
+    `max_new_tokens` may be one limit per prompt; prompts are batched by limit, then length. `fast`: decode
+    with `fastdecode.Decoder` when it supports the model (its weights are read once, here)."""
     limits = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
     out: list[list[int] | None] = [None] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: (limits[i], len(prompts[i])))
     was_training = model.training
     model.eval()
+    forward = Decoder(model) if fast and prompts and Decoder.supports(model) else _HFForward(model)
     for b in range(0, len(order), batch_size):
         idx = order[b : b + batch_size]
         batch = [prompts[i] for i in idx]
         for i, ids in zip(
-            idx, _sample_batch(model, batch, [limits[i] for i in idx], eos_id, pad_id, temperature, generator)
+            idx,
+            _sample_batch(model, forward, batch, [limits[i] for i in idx], eos_id, pad_id, temperature, generator),
         ):
             out[i] = ids
     model.train(was_training)
@@ -125,8 +135,45 @@ def _cache_kw(model: PreTrainedModel) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def _sample_batch(model, prompts, limits, eos_id, pad_id, temperature, generator):
-    kw = _cache_kw(model)
+class _HFForward:
+    """The HF forward with its KV cache, behind `Decoder`'s prefill/step interface (any causal LM)."""
+
+    def __init__(self, model: PreTrainedModel):
+        self.model, self.kw = model, _cache_kw(model)
+
+    def prefill(self, ids: torch.Tensor, mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        self.mask, self.last = mask, (mask.cumsum(1) - 1).clamp(min=0)
+        res = self.model(input_ids=ids, attention_mask=mask, position_ids=self.last, use_cache=True)
+        self.past, self.last = getattr(res, self.kw), self.last[:, -1]
+        return res.logits[:, -1]
+
+    def step(self, tok: torch.Tensor) -> torch.Tensor:
+        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
+        self.last = self.last + 1
+        res = self.model(
+            input_ids=tok[:, None],
+            attention_mask=self.mask,
+            position_ids=self.last[:, None],
+            use_cache=True,
+            **{self.kw: self.past},
+        )
+        self.past = getattr(res, self.kw)
+        return res.logits[:, -1]
+
+
+def _draw(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+    """One token per row from softmax(logits / T) by inverse CDF: a single uniform per row (an order of
+    magnitude cheaper than `torch.multinomial` on a CPU), scaled by the row's total so rounding in the
+    cumulative sum can never pick past the last token with mass."""
+    cdf = torch.softmax(logits.float() / temperature, dim=-1).cumsum(-1)
+    gen_dev = generator.device if generator is not None else cdf.device
+    u = 1.0 - torch.rand((cdf.shape[0], 1), generator=generator, device=gen_dev)  # (0, 1]
+    u = u.to(cdf.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u).squeeze(1).clamp(max=cdf.shape[1] - 1)
+
+
+@torch.no_grad()
+def _sample_batch(model, forward, prompts, limits, eos_id, pad_id, temperature, generator):
     max_new_tokens = max(limits)
     n, width = len(prompts), max(len(p) for p in prompts)
     window = model.config.max_position_embeddings
@@ -139,34 +186,18 @@ def _sample_batch(model, prompts, limits, eos_id, pad_id, temperature, generator
     for i, p in enumerate(prompts):
         ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
         mask[i, width - len(p) :] = 1
-    ids, mask = ids.to(dev), mask.to(dev)
-    positions = (mask.cumsum(1) - 1).clamp(min=0)
-    res = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-    past, logits = getattr(res, kw), res.logits[:, -1]
-    last = positions[:, -1]
+    logits = forward.prefill(ids.to(dev), mask.to(dev), max_new_tokens)
     done = torch.zeros(n, dtype=torch.bool, device=dev)
     limit = torch.tensor(limits, device=dev)
     new = []
     for t in range(max_new_tokens):
-        if temperature > 0:
-            probs = torch.softmax(logits.float() / temperature, dim=-1)
-            if generator is not None and generator.device != probs.device:  # a CPU seed for a GPU model
-                tok = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(dev)
-            else:
-                tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        else:
-            tok = logits.argmax(-1)
+        tok = _draw(logits, temperature, generator) if temperature > 0 else logits.argmax(-1)
         tok = torch.where(done, torch.full_like(tok, pad_id), tok)
         new.append(tok)
         done |= (tok == eos_id) | (limit <= t + 1)
         if bool(done.all()):
             break
-        mask = torch.cat([mask, torch.ones((n, 1), dtype=torch.long, device=dev)], dim=1)
-        last = last + 1
-        res = model(
-            input_ids=tok[:, None], attention_mask=mask, position_ids=last[:, None], use_cache=True, **{kw: past}
-        )
-        past, logits = getattr(res, kw), res.logits[:, -1]
+        logits = forward.step(tok)
     gen = torch.stack(new, 1).tolist()
     result = []
     for row, lim in zip(gen, limits):

@@ -508,17 +508,23 @@ def profile_step(student, teacher, tok, s: Settings, top: int = 10) -> list[dict
 
 
 def decode_timings(student, tok, prompts: list[str], s: Settings) -> dict:
-    """Seconds per decoding step for our sampler at several batch sizes, and HF `generate` (TRL's path) at the
-    training batch size: if a step costs nearly the same for 1 row as for 64, decoding is overhead-bound."""
+    """Seconds per decoding step for our sampler (fused decoder) at several batch sizes, and at the training
+    batch size our sampler on the HF forward (``generation.fast_decode: false``) and HF `generate` (TRL's
+    path): if a step costs nearly the same for 1 row as for 64, decoding is overhead-bound."""
     ids = encode(tok, prompts)
     n = s.max_new_tokens
     rows = []
-    for b in s.decode_batches:
+    runs = [("ours", b, True) for b in s.decode_batches] + [("ours, HF forward", s.batch_size, False)]
+    for name, b, fast in runs:
         batch = [ids[i % len(ids)] for i in range(b)]
         g = torch.Generator().manual_seed(0)
-        # eos_id -1 never matches: every row decodes all n tokens, so the step count is fixed
-        secs = _best_of(lambda batch=batch, g=g: sample_ids(student, batch, n, -1, tok.pad_token_id, 1.0, g), s.repeats)
-        rows.append({"sampler": "ours", "batch": b, "s_per_decode_step": secs / n, "tokens_per_s": b * n / secs})
+
+        def one(batch=batch, g=g, fast=fast):
+            # eos_id -1 never matches: every row decodes all n tokens, so the step count is fixed
+            return sample_ids(student, batch, n, -1, tok.pad_token_id, 1.0, g, fast=fast)
+
+        secs = _best_of(one, s.repeats)
+        rows.append({"sampler": name, "batch": b, "s_per_decode_step": secs / n, "tokens_per_s": b * n / secs})
     batch = ids[: s.batch_size]
     width = max(len(p) for p in batch)
     input_ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in batch])

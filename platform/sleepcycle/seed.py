@@ -160,6 +160,19 @@ def build_items(
     return items
 
 
+def self_records(
+    champion: PreTrainedModel, tok: PreTrainedTokenizerBase, n: int, seed: int, sampler: Generator | None = None
+) -> list[str]:
+    """[ours] `n` texts the champion writes from an empty prompt (generative replay, `distill.self_replay`),
+    with their own generator so turning the arm on leaves every other sample of the run as it was; texts
+    under five words are dropped."""
+    sampler = sampler or HFGenerator(tok.eos_token_id, tok.pad_token_id)
+    gen = torch.Generator().manual_seed(seed + 7919)
+    outs = sampler.sample(champion, [[tok.eos_token_id]] * n, 64, 1.0, gen)
+    texts = (tok.decode(o, skip_special_tokens=True).strip() for o in outs)
+    return [t for t in texts if len(t.split()) >= 5]
+
+
 def _shares_entity(text: str, names: set[str]) -> bool:
     return bool(proper_nouns([text]) & names)
 
@@ -317,9 +330,13 @@ def prepare(
         if not items:
             raise SeedError("the teacher wrote no usable distillation prompt for this snapshot")
     n_new = len(items)
-    if write_prompts and dc.replay and replay and dc.replay_fraction > 0:
+    pool = list(replay)
+    if write_prompts and dc.replay and dc.self_replay > 0 and dc.replay_fraction > 0:
+        pool += self_records(champion_model, tok, dc.self_replay, run_seed, sampler)
+        log({"seed/self_records": float(len(pool) - len(replay))})
+    if write_prompts and dc.replay and pool and dc.replay_fraction > 0:
         today = proper_nouns(docs)
-        old = [t for t in replay if not _shares_entity(t, today)]  # the new context wins over old records
+        old = [t for t in pool if not _shares_entity(t, today)]  # the new context wins over old records
         random.Random(run_seed).shuffle(old)
         want = round(n_new * dc.replay_fraction / (1 - dc.replay_fraction))
         replay_items = build_items(

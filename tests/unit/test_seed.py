@@ -110,3 +110,24 @@ def test_seeding_into_a_given_model_with_a_padded_vocabulary_trains_on_the_share
     out = seed(cfg, _snapshot(cfg, tmp_path / "snapshots"), champion, tmp_path / "c1")
     student, _ = models.load(out.uri)
     assert student.config.vocab_size == larger.config.vocab_size and out.metrics["seed/steps"] > 0
+
+
+def test_self_replay_fills_the_replay_arm_without_a_buffer_and_leaves_the_new_items_alone(tiny, tmp_path):
+    # Generative replay: the champion's own texts feed the replay arm, so it exists with no external data.
+    from sleepcycle.seed import prepare, self_records
+
+    cfg, champion, _ = tiny
+    snap = _snapshot(cfg, tmp_path / "snapshots")
+    off = prepare(cfg, snap, champion)
+    on = prepare(load_config("tiny", ["distill.self_replay=16"]), snap, champion)
+    assert len(off.items) == off.n_new, "no buffer and no self-replay: no replay arm"
+    assert on.n_new == off.n_new and len(on.items) > on.n_new
+    assert all(it.teacher == "champion" for it in on.items[on.n_new :])
+    assert all(it.teacher_prompt == it.student_prompt for it in on.items[on.n_new :]), "closed-book"
+    # the arm draws from its own generator: the day's items are exactly those of a run without it
+    assert [(it.student_prompt, it.teacher_prompt) for it in on.items[: on.n_new]] == [
+        (it.student_prompt, it.teacher_prompt) for it in off.items
+    ]
+    texts = self_records(on.teachers["champion"], on.tok, 16, seed=0)
+    assert texts == self_records(on.teachers["champion"], on.tok, 16, seed=0)
+    assert texts and all(len(t.split()) >= 5 for t in texts)

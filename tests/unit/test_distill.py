@@ -118,3 +118,26 @@ def test_teacher_logprobs_are_cached_once_and_a_step_moves_only_trainable_params
     out = gd.step(gd.plan([items], [items[:2]])[0])
     assert math.isfinite(out["loss"])
     assert any(not torch.equal(b, p) for b, p in zip(before, gd.params))
+
+
+def test_completion_logp_on_completion_positions_only_equals_the_full_logits(monkeypatch):
+    # The LM head runs only where a completion token is predicted; the result must be the full forward's.
+    from sleepcycle import distill
+    from sleepcycle.experts import ExpertBank
+
+    model, _ = micro_model()
+    bank = ExpertBank(model, rank=2, capacity=2)
+    bank.activate("e00")
+    with torch.no_grad():
+        for name, p in bank.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    prompts, completions = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]], [[20, 21, 22], [23], [24, 25, 26, 27, 28]]
+    sliced = distill._completion_logp(bank.model, prompts, completions, pad_id=0, vocab=250)
+    monkeypatch.setattr(distill, "PLAIN_HEAD", ())
+    full = distill._completion_logp(bank.model, prompts, completions, pad_id=0, vocab=250)
+    assert [t.shape for t in sliced] == [(3, 250), (1, 250), (5, 250)]
+    for a, b in zip(sliced, full):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+    sliced[0].sum().backward()  # gradients flow into the trainable expert through the sliced head
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in bank.parameters("e00"))

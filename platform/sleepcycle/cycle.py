@@ -57,7 +57,7 @@ def evaluate_candidate(
     cand, tok = load_for_inference(Path(candidate.uri))
     champ, _ = load_for_inference(Path(champion.uri))
     ec = cfg.eval
-    gen = make_generator(cfg.generation, tok.eos_token_id, tok.pad_token_id)
+    gen = make_generator(cfg.generation, tok.eos_token_id, tok.pad_token_id, vocab=len(tok))
     row, champ_row = {}, {}
     for snap in snapshots:
         qs = [q for q in _questions(read_probes(snap)) if q.kind in ("fact", "update")]

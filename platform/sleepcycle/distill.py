@@ -237,7 +237,7 @@ class GeneralizedDistillation:
         sampler: Generator | None = None,
     ):
         self.cfg, self.student, self.teachers = cfg, student, teachers
-        self.sampler = sampler or HFGenerator(eos_id, pad_id)  # rollouts: in-process HF, or vLLM
+        self.sampler = sampler or HFGenerator(eos_id, pad_id, vocab=vocab)  # rollouts: in-process HF, or vLLM
         self.params = [p for p in params if p.requires_grad]
         if not self.params:
             raise ValueError("nothing to train: no parameter requires grad")

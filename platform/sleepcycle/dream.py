@@ -541,7 +541,7 @@ def prepare(
     rng = random.Random(run_seed)
     gen = torch.Generator().manual_seed(run_seed)
     torch.manual_seed(run_seed)
-    sampler = make_generator(cfg.generation, tok.eos_token_id, tok.pad_token_id)
+    sampler = make_generator(cfg.generation, tok.eos_token_id, tok.pad_token_id, vocab=len(tok))
     ref = [Example("", t) for t in reference] or champion_reference(bank, newest, tok, 32, run_seed, sampler)
     d = Dreaming(docs, bank, tok, state, newest, rng, ref)
     for round_ in range(dc.restem_rounds + 1):

@@ -48,8 +48,8 @@ class Generator(Protocol):
 class HFGenerator:
     """In-process generation with the HF model itself (the default backend; see `sample_ids`)."""
 
-    def __init__(self, eos_id: int, pad_id: int, batch_size: int = 64, fast: bool = True):
-        self.eos_id, self.pad_id, self.batch_size, self.fast = eos_id, pad_id, batch_size, fast
+    def __init__(self, eos_id: int, pad_id: int, batch_size: int = 64, fast: bool = True, vocab: int | None = None):
+        self.eos_id, self.pad_id, self.batch_size, self.fast, self.vocab = eos_id, pad_id, batch_size, fast, vocab
 
     def sample(
         self,
@@ -60,19 +60,30 @@ class HFGenerator:
         generator: torch.Generator | None = None,
     ) -> list[list[int]]:
         return sample_ids(
-            model, prompts, max_new_tokens, self.eos_id, self.pad_id, temperature, generator, self.batch_size, self.fast
+            model,
+            prompts,
+            max_new_tokens,
+            self.eos_id,
+            self.pad_id,
+            temperature,
+            generator,
+            self.batch_size,
+            self.fast,
+            self.vocab,
         )
 
 
-def make_generator(cfg: GenerationConfig | None, eos_id: int, pad_id: int) -> Generator:
-    """The backend that `cfg.backend` names (HF when no config is given)."""
+def make_generator(cfg: GenerationConfig | None, eos_id: int, pad_id: int, vocab: int | None = None) -> Generator:
+    """The backend that `cfg.backend` names (HF when no config is given). `vocab`: sample only token ids
+    below it (the tokenizer's size: a model whose embedding is padded beyond it must never emit a padding
+    row, which the tokenizer cannot decode and a smaller teacher of the same family cannot embed)."""
     if cfg is not None and cfg.backend == "vllm":
         from sleepcycle.vllm_backend import VLLMGenerator  # needs vllm and CUDA: imported only when chosen
 
-        return VLLMGenerator(cfg, eos_id, pad_id)
+        return VLLMGenerator(cfg, eos_id, pad_id, vocab=vocab)
     if cfg is None:
-        return HFGenerator(eos_id, pad_id)
-    return HFGenerator(eos_id, pad_id, batch_size=cfg.batch_size, fast=cfg.fast_decode)
+        return HFGenerator(eos_id, pad_id, vocab=vocab)
+    return HFGenerator(eos_id, pad_id, batch_size=cfg.batch_size, fast=cfg.fast_decode, vocab=vocab)
 
 
 def complete(
@@ -105,11 +116,13 @@ def sample_ids(
     generator: torch.Generator | None = None,
     batch_size: int = 64,
     fast: bool = True,
+    vocab: int | None = None,
 ) -> list[list[int]]:
     """Completion token ids per prompt (EOS included when it was produced, nothing after it).
 
     `max_new_tokens` may be one limit per prompt; prompts are batched by limit, then length. `fast`: decode
-    with `fastdecode.Decoder` when it supports the model (its weights are read once, here)."""
+    with `fastdecode.Decoder` when it supports the model (its weights are read once, here). `vocab`: only
+    ids below it are sampled (the logits are cut there)."""
     limits = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
     out: list[list[int] | None] = [None] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: (limits[i], len(prompts[i])))
@@ -121,7 +134,9 @@ def sample_ids(
         batch = [prompts[i] for i in idx]
         for i, ids in zip(
             idx,
-            _sample_batch(model, forward, batch, [limits[i] for i in idx], eos_id, pad_id, temperature, generator),
+            _sample_batch(
+                model, forward, batch, [limits[i] for i in idx], eos_id, pad_id, temperature, generator, vocab
+            ),
         ):
             out[i] = ids
     model.train(was_training)
@@ -173,7 +188,7 @@ def _draw(logits: torch.Tensor, temperature: float, generator: torch.Generator |
 
 
 @torch.no_grad()
-def _sample_batch(model, forward, prompts, limits, eos_id, pad_id, temperature, generator):
+def _sample_batch(model, forward, prompts, limits, eos_id, pad_id, temperature, generator, vocab=None):
     max_new_tokens = max(limits)
     n, width = len(prompts), max(len(p) for p in prompts)
     window = model.config.max_position_embeddings
@@ -186,7 +201,7 @@ def _sample_batch(model, forward, prompts, limits, eos_id, pad_id, temperature, 
     for i, p in enumerate(prompts):
         ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
         mask[i, width - len(p) :] = 1
-    logits = forward.prefill(ids.to(dev), mask.to(dev), max_new_tokens)
+    logits = forward.prefill(ids.to(dev), mask.to(dev), max_new_tokens)[:, :vocab]
     done = torch.zeros(n, dtype=torch.bool, device=dev)
     limit = torch.tensor(limits, device=dev)
     new = []
@@ -197,7 +212,7 @@ def _sample_batch(model, forward, prompts, limits, eos_id, pad_id, temperature, 
         done |= (tok == eos_id) | (limit <= t + 1)
         if bool(done.all()):
             break
-        logits = forward.step(tok)
+        logits = forward.step(tok)[:, :vocab]
     gen = torch.stack(new, 1).tolist()
     result = []
     for row, lim in zip(gen, limits):

@@ -308,7 +308,7 @@ def prepare(
     except (models.ModelLoadError, OSError, ValueError, KeyError) as e:
         raise SeedError(f"champion checkpoint {champion.uri} failed to load: {e}") from e
     gen = torch.Generator().manual_seed(run_seed)
-    sampler = make_generator(cfg.generation, tok.eos_token_id, tok.pad_token_id)
+    sampler = make_generator(cfg.generation, tok.eos_token_id, tok.pad_token_id, vocab=len(tok))
     state = {**state, "cycle": state.get("cycle", 0) + 1}
     champion_model = bank.merged()  # frozen champion: replay teacher, and the context teacher
     for p in champion_model.parameters():

@@ -118,8 +118,8 @@ def write_adapter(root: Path, tensors: dict[str, torch.Tensor], config: dict) ->
 class VLLMGenerator:
     """The `Generator` on vLLM: an offline engine per base directory, or a server at SLEEPCYCLE_VLLM_URL."""
 
-    def __init__(self, cfg: GenerationConfig, eos_id: int, pad_id: int):
-        self.cfg, self.eos_id, self.pad_id = cfg, eos_id, pad_id
+    def __init__(self, cfg: GenerationConfig, eos_id: int, pad_id: int, vocab: int | None = None):
+        self.cfg, self.eos_id, self.pad_id, self.vocab = cfg, eos_id, pad_id, vocab
         self.url = os.environ.get("SLEEPCYCLE_VLLM_URL", "").rstrip("/")
         self.root = Path(os.environ.get("SLEEPCYCLE_VLLM_ADAPTERS") or tempfile.mkdtemp(prefix="sleepcycle-vllm-"))
         self.engines: dict[str, object] = {}
@@ -174,9 +174,11 @@ class VLLMGenerator:
             if generator is not None and temperature > 0
             else [None] * len(prompts)
         )
+        # a model padded beyond the tokenizer samples only real tokens (`make_generator`'s `vocab`)
+        allowed = list(range(self.vocab)) if self.vocab and model.config.vocab_size > self.vocab else None
         base, adapter = self._serving(model)
         run = self._server if self.url else self._offline
-        outs = run(base, adapter, [list(p) for p in prompts], limits, temperature, seeds)
+        outs = run(base, adapter, [list(p) for p in prompts], limits, temperature, seeds, allowed)
         return [self._cut(o, lim) for o, lim in zip(outs, limits)]
 
     def _cut(self, ids: list[int], limit: int) -> list[int]:
@@ -184,7 +186,7 @@ class VLLMGenerator:
         return ids[: ids.index(self.eos_id) + 1] if self.eos_id in ids else ids
 
     # -- an engine in this process --
-    def _offline(self, base, adapter, prompts, limits, temperature, seeds) -> list[list[int]]:
+    def _offline(self, base, adapter, prompts, limits, temperature, seeds, allowed=None) -> list[list[int]]:
         from vllm import LLM, SamplingParams
         from vllm.lora.request import LoRARequest
 
@@ -206,6 +208,7 @@ class VLLMGenerator:
                 stop_token_ids=[self.eos_id],
                 skip_special_tokens=False,
                 detokenize=False,
+                allowed_token_ids=allowed,
             )
             for lim, seed in zip(limits, seeds)
         ]
@@ -240,7 +243,7 @@ class VLLMGenerator:
             self._lora_id(adapter)
         return adapter.name
 
-    def _server(self, base, adapter, prompts, limits, temperature, seeds) -> list[list[int]]:
+    def _server(self, base, adapter, prompts, limits, temperature, seeds, allowed=None) -> list[list[int]]:
         from concurrent.futures import ThreadPoolExecutor
 
         name = self._server_model(adapter)
@@ -251,6 +254,8 @@ class VLLMGenerator:
             body |= {"stop_token_ids": [self.eos_id], "skip_special_tokens": False, "return_token_ids": True}
             if seed is not None:
                 body["seed"] = seed
+            if allowed is not None:
+                body["allowed_token_ids"] = allowed
             choice = self._post("/v1/completions", body)["choices"][0]
             return self._with_eos(choice["token_ids"], choice.get("finish_reason"))
 

@@ -134,3 +134,18 @@ def test_draw_follows_the_distribution_and_never_picks_a_token_without_mass():
     hot = _draw(torch.tensor([[2.0, 0.0]] * 4000), 0.5, torch.Generator().manual_seed(0))  # T sharpens
     p0 = torch.softmax(torch.tensor([4.0, 0.0]), -1)[0].item()
     assert abs((hot == 0).float().mean().item() - p0) < 0.02
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_model_padded_beyond_the_tokenizer_never_samples_a_padding_row(fast):
+    model = _llama(vocab_size=VOCAB + 8)
+    with torch.no_grad():
+        model.lm_head.weight[VOCAB:] = 5 * model.lm_head.weight[VOCAB:].sign()  # padding rows dominate
+    prompts = [[5, 6, 7], [8, 9]] * 8
+
+    def sampled(vocab):
+        g = torch.Generator().manual_seed(0)
+        return sum(sample_ids(model, prompts, 6, 1, 0, 1.0, g, fast=fast, vocab=vocab), [])
+
+    assert max(sampled(None)) >= VOCAB, "the padding rows are likely: without the cut they are sampled"
+    assert max(sampled(VOCAB)) < VOCAB

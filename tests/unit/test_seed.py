@@ -104,9 +104,12 @@ def test_seeding_into_a_given_model_with_a_padded_vocabulary_trains_on_the_share
     cfg, champion, _ = tiny
     larger, tok = models.load(champion.uri)
     larger.resize_token_embeddings(larger.config.vocab_size + 24)
+    with torch.no_grad():  # make the padding rows likely: rollouts that could sample them would (and crash)
+        head = larger.get_output_embeddings().weight
+        head[len(tok) :] = head[tok.eos_token_id] * 3
     models.save(larger, tok, tmp_path / "larger")
     given = ["distill.expansion=given", f"distill.student_path={tmp_path / 'larger'}", "distill.steps=4"]
-    cfg = load_config("tiny", [*given, "distill.questions_per_doc=2", "distill.lti=false"])
+    cfg = load_config("tiny", [*given, "distill.questions_per_doc=2", "distill.lmbda=1.0"])
     out = seed(cfg, _snapshot(cfg, tmp_path / "snapshots"), champion, tmp_path / "c1")
     student, _ = models.load(out.uri)
     assert student.config.vocab_size == larger.config.vocab_size and out.metrics["seed/steps"] > 0

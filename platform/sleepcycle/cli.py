@@ -152,9 +152,9 @@ def eval_cmd(args: argparse.Namespace) -> int:
 
 @command("bench")
 def bench_cmd(args: argparse.Namespace) -> int:
+    cfg = _config(args)
     from sleepcycle.bench import all_methods, run_bench, write_result
 
-    cfg = _config(args)
     if args.method not in all_methods():
         raise UserError(f"unknown method {args.method!r}; choose from: {', '.join(sorted(all_methods()))}")
     result = run_bench(cfg, args.method, days=args.days, seed=args.seed, say=lambda s: print(s, flush=True))
@@ -578,8 +578,10 @@ def _quiet_deepspeed_probe() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _quiet_deepspeed_probe()
     try:
+        if hasattr(args, "config"):  # a bad profile or --set fails here, before torch is imported (~4 s)
+            _config(args)
+        _quiet_deepspeed_probe()
         return COMMANDS[args.func](args)
     except (UserError, ConfigError) as e:
         print(f"sleepcycle: error: {e}", file=sys.stderr)

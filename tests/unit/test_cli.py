@@ -57,3 +57,15 @@ def test_world_export_then_eval_on_the_tiny_model(tmp_path):
     assert ev.returncode == 0, ev.stderr
     result = json.loads(ev.stdout)
     assert 0.0 <= result["accuracy"] <= 1.0 and result["n"] > 0
+
+
+def test_a_bad_config_is_refused_before_torch_is_loaded():
+    # The check is cheap; loading torch, transformers and the stages is not: a typo must not wait for them.
+    code = (
+        "import sys; from sleepcycle.cli import main; "
+        "rc = main(['bench', '--method', 'sleep', '--set', 'distill.bogus=1']); "
+        "print(rc, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.split() == ["2", "False"], out.stdout + out.stderr
+    assert "distill.bogus" in out.stderr and "Traceback" not in out.stderr

@@ -213,8 +213,9 @@ class DreamConfig(Strict):
     kinds: tuple[str, ...] = ("implication", "qa", "rewrite")
     random_expert: bool = False
     """While sampling dreams, switch on one random extra expert per layer (the paper's diversity switch).
-    [ours] off by default: on the 5-day bench it doubled the KL drift from the champion (1.36-1.73 against
-    0.80-0.82) and cost 3-6 points of ACC on both seeds tried (bench/README.md, `sleep+random-expert`)."""
+    [ours] off by default: on the 5-day bench it raised the KL drift from the champion in every run (seeds
+    0-1: 1.36 / 2.13 against 1.11 / 1.03) and cost ACC in three runs of four (bench/README.md,
+    `sleep+random-expert`)."""
     random_expert_scale: float = 0.1
     """Size of a random extra expert when no older expert exists: |B A| / |W| per projection."""
     importance: Literal["grad_norm", "grad_cosine", "random"] = "grad_cosine"

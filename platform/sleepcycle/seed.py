@@ -20,6 +20,7 @@ and the champion.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import random
 import re
@@ -349,6 +350,13 @@ def prepare(
             gen=gen,
             sampler=sampler,
         )
+        if dc.replay_fill and replay_items and len(replay_items) < want:
+            # a small buffer writes fewer prompts than the share asks for: repeat them (each copy gets its own
+            # teacher sample) so replay_fraction is the share of prompts the arm really has
+            replay_items = [
+                Item(it.student_prompt, it.teacher_prompt, it.teacher, kind=it.kind)
+                for it in itertools.islice(itertools.cycle(replay_items), want)
+            ]
         items += replay_items[:want]
 
     base_dir = Path(champion.uri) / "base" if (Path(champion.uri) / "base").is_dir() else None

@@ -134,3 +134,24 @@ def test_self_replay_fills_the_replay_arm_without_a_buffer_and_leaves_the_new_it
     texts = self_records(on.teachers["champion"], on.tok, 16, seed=0)
     assert texts == self_records(on.teachers["champion"], on.tok, 16, seed=0)
     assert texts and all(len(t.split()) >= 5 for t in texts)
+
+
+def test_replay_fill_gives_the_arm_its_share_when_the_buffer_is_small(tiny, tmp_path):
+    from sleepcycle.seed import prepare
+
+    cfg, champion, _ = tiny
+    snap = _snapshot(cfg, tmp_path / "snapshots", day=2)
+    old = [d.record()["text"] for d in World(cfg.world).documents(1)][:1]  # a one-record buffer
+    runs = {
+        fill: prepare(load_config("tiny", [f"distill.replay_fill={fill}"]), snap, champion, replay=old)
+        for fill in (False, True)
+    }
+    short, filled = runs[False], runs[True]
+    want = round(filled.n_new * cfg.distill.replay_fraction / (1 - cfg.distill.replay_fraction))
+    assert 0 < len(short.items) - short.n_new < want, "one record writes fewer replay prompts than the share"
+    assert len(filled.items) - filled.n_new == want
+    replayed = filled.items[filled.n_new :]
+    assert {tuple(it.student_prompt) for it in replayed} == {
+        tuple(it.student_prompt) for it in short.items[short.n_new :]
+    }
+    assert all(it.teacher == "champion" and not it.sample for it in replayed)

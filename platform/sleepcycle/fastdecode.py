@@ -15,6 +15,7 @@ SiLU MLPs and plain LoRA experts. Anything else takes the HF loop in `sleepcycle
     dec = Decoder.supports(model) and Decoder(model)
     logits = dec.prefill(ids, mask, max_new_tokens)   # [batch, vocab] at each prompt's last token
     logits = dec.step(tok)                             # [batch, vocab] after feeding tok [batch]
+    dec.keep(rows)                                     # drop the rows that finished
 """
 
 from __future__ import annotations
@@ -178,6 +179,13 @@ class Decoder:
         x = self._forward(F.embedding(ids, self.embed), self.positions, see[:, None])
         self.last = self.positions[:, -1]
         return self._logits(x[:, -1])
+
+    @torch.no_grad()
+    def keep(self, rows: torch.Tensor) -> None:
+        """Go on with these batch rows only (the others finished): their caches, masks and positions."""
+        self.k = [k.index_select(0, rows) for k in self.k]
+        self.v = [v.index_select(0, rows) for v in self.v]
+        self.keys, self.last = self.keys.index_select(0, rows), self.last.index_select(0, rows)
 
     @torch.no_grad()
     def step(self, tok: torch.Tensor) -> torch.Tensor:

@@ -202,18 +202,25 @@ def _sample_batch(model, forward, prompts, limits, eos_id, pad_id, temperature, 
         ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
         mask[i, width - len(p) :] = 1
     logits = forward.prefill(ids.to(dev), mask.to(dev), max_new_tokens)[:, :vocab]
-    done = torch.zeros(n, dtype=torch.bool, device=dev)
     limit = torch.tensor(limits, device=dev)
-    new = []
+    out = torch.full((n, max_new_tokens), pad_id, dtype=torch.long, device=dev)
+    alive = torch.arange(n, device=dev)  # the batch rows still decoding, as rows of `out`
+    compact = hasattr(forward, "keep")
     for t in range(max_new_tokens):
         tok = _draw(logits, temperature, generator) if temperature > 0 else logits.argmax(-1)
-        tok = torch.where(done, torch.full_like(tok, pad_id), tok)
-        new.append(tok)
-        done |= (tok == eos_id) | (limit <= t + 1)
-        if bool(done.all()):
+        out[alive, t] = tok
+        finished = (tok == eos_id) | (limit[alive] <= t + 1)
+        if bool(finished.all()):
             break
+        if compact and bool(finished.any()):  # [ours] drop finished rows: answers end long before rewrites
+            rows = (~finished).nonzero().squeeze(1)
+            forward.keep(rows)
+            alive, tok = alive[rows], tok[rows]
+        elif not compact:  # the HF cache keeps every row: finished ones feed padding until the batch ends
+            limit = torch.where(finished, torch.zeros_like(limit), limit)
+            tok = torch.where(limit == 0, torch.full_like(tok, pad_id), tok)
         logits = forward.step(tok)[:, :vocab]
-    gen = torch.stack(new, 1).tolist()
+    gen = out.tolist()
     result = []
     for row, lim in zip(gen, limits):
         row = row[:lim]

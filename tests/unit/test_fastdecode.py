@@ -88,6 +88,22 @@ def test_prefill_and_every_step_match_the_hf_forward(make):
         torch.testing.assert_close(got, _hf_last_logits(model, ids, mask), atol=1e-5, rtol=1e-5)
 
 
+def test_dropping_finished_rows_keeps_the_others_exact():
+    model = _with_experts()
+    ids, mask = _batch()
+    dec = Decoder(model)
+    dec.prefill(ids, mask, max_new_tokens=3)
+    tok = torch.tensor([11, 12, 13, 14, 15])
+    dec.step(tok)
+    ids, mask = torch.cat([ids, tok[:, None]], 1), torch.cat([mask, torch.ones_like(tok)[:, None]], 1)
+    rows = torch.tensor([1, 3, 4])  # rows 0 and 2 finished
+    dec.keep(rows)
+    nxt = torch.tensor([21, 22, 23])
+    got = dec.step(nxt)
+    ids, mask = torch.cat([ids[rows], nxt[:, None]], 1), torch.cat([mask[rows], torch.ones_like(nxt)[:, None]], 1)
+    torch.testing.assert_close(got, _hf_last_logits(model, ids, mask), atol=1e-5, rtol=1e-5)
+
+
 def test_experts_are_read_at_construction_time():
     bank = _bank()
     ids, mask = _batch()
@@ -113,7 +129,10 @@ def test_sampler_greedy_decodes_equal_the_hf_loop_and_sampling_is_seeded():
 
     assert sampled(5, True) == sampled(5, True)
     assert sampled(5, True) != sampled(6, True)
-    assert sampled(5, True) == sampled(5, False)  # one uniform per row either way: same tokens
+    # one uniform per live row on either path: while no row finishes early (no EOS id, one limit) the
+    # fused sampler draws exactly the HF loop's tokens; after that it drops finished rows and draws fewer
+    same = [sample_ids(model, prompts, 8, -1, 0, 1.0, torch.Generator().manual_seed(5), fast=f) for f in (1, 0)]
+    assert same[0] == same[1]
 
 
 def test_models_it_does_not_know_take_the_hf_loop():

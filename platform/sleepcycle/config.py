@@ -218,8 +218,8 @@ class DreamConfig(Strict):
     kinds: tuple[str, ...] = ("implication", "qa", "rewrite")
     random_expert: bool = False
     """While sampling dreams, switch on one random extra expert per layer (the paper's diversity switch).
-    [ours] off by default: on the 5-day bench it raised the KL drift from the champion in every run (seeds
-    0-1: 1.36 / 2.13 against 1.11 / 1.03) and cost ACC in three runs of four (bench/README.md,
+    [ours] off by default: on the 5-day bench it raised the KL drift from the champion in every run (latest,
+    seeds 0-1: 1.71 / 2.49 against 1.18 / 1.05) and cost ACC in five runs of six (bench/README.md,
     `sleep+random-expert`)."""
     random_expert_scale: float = 0.1
     """Size of a random extra expert when no older expert exists: |B A| / |W| per projection."""

@@ -12,7 +12,7 @@ holds it to that for plain models, grouped-query attention, attention biases and
 `Decoder.supports(model)` is the gate: Llama and Qwen2 without sliding windows, a static RoPE,
 SiLU MLPs and plain LoRA experts. Anything else takes the HF loop in `sleepcycle.generate`.
 
-    dec = Decoder.supports(model) and Decoder(model)
+    dec = Decoder.for_model(model)                     # None: not a model it knows
     logits = dec.prefill(ids, mask, max_new_tokens)   # [batch, vocab] at each prompt's last token
     logits = dec.step(tok)                             # [batch, vocab] after feeding tok [batch]
     dec.keep(rows)                                     # drop the rows that finished
@@ -74,9 +74,14 @@ class Decoder:
     def supports(model: torch.nn.Module) -> bool:
         return _unsupported(model) is None
 
+    @classmethod
+    def for_model(cls, model: PreTrainedModel) -> Decoder | None:
+        """A decoder for `model`, or None when it is not supported (checked once)."""
+        return None if _unsupported(model) is not None else cls(model, checked=True)
+
     @torch.no_grad()
-    def __init__(self, model: PreTrainedModel):
-        why = _unsupported(model)
+    def __init__(self, model: PreTrainedModel, checked: bool = False):
+        why = None if checked else _unsupported(model)
         if why is not None:
             raise ValueError(f"the fast decoder does not support this model: {why}")
         inner = _inner(model)

@@ -128,7 +128,7 @@ def sample_ids(
     order = sorted(range(len(prompts)), key=lambda i: (limits[i], len(prompts[i])))
     was_training = model.training
     model.eval()
-    forward = Decoder(model) if fast and prompts and Decoder.supports(model) else _HFForward(model)
+    forward = (Decoder.for_model(model) if fast and prompts else None) or _HFForward(model)
     for b in range(0, len(order), batch_size):
         idx = order[b : b + batch_size]
         batch = [prompts[i] for i in idx]

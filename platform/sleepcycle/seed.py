@@ -167,7 +167,7 @@ def self_records(
     """[ours] `n` texts the champion writes from an empty prompt (generative replay, `distill.self_replay`),
     with their own generator so turning the arm on leaves every other sample of the run as it was; texts
     under five words are dropped."""
-    sampler = sampler or HFGenerator(tok.eos_token_id, tok.pad_token_id)
+    sampler = sampler or _hf(tok)
     gen = torch.Generator().manual_seed(seed + 7919)
     outs = sampler.sample(champion, [[tok.eos_token_id]] * n, 64, 1.0, gen)
     texts = (tok.decode(o, skip_special_tokens=True).strip() for o in outs)

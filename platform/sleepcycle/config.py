@@ -140,6 +140,13 @@ class DistillConfig(Strict):
     prefix_range: tuple[float, float] = (0.1, 0.9)
     z0_fraction: float = 0.5
     """Levenshtein threshold z0 as a fraction of the longer string."""
+    writer: Literal["champion", "base"] = "base"
+    """Who writes the distillation prompts (questions and rewrite openings) from the day's documents: the
+    champion, or the level's base without experts (the weights the experts sit on). The teacher that answers
+    is the champion either way. [ours] base: each expert drifts the champion's writing a little, and by
+    day 5 of the bench the champion wrote broken questions ("Where doesse Krarnuek's mentor?") and
+    acquisition fell 0.54 -> 0.12; with the base writing, acquisition 0.49 against 0.32 over three seeds
+    (bench/README.md)."""
     questions_per_doc: int = 10
     """Questions the teacher writes about each document (sampled), besides document openings."""
     temperature: float = 0.7
@@ -221,6 +228,11 @@ class DreamConfig(Strict):
     [ours] off by default: on the 5-day bench it raised the KL drift from the champion in every run (latest,
     seeds 0-1: 1.71 / 2.49 against 1.18 / 1.05) and cost ACC in five runs of six (bench/README.md,
     `sleep+random-expert`)."""
+    writer: Literal["model", "base"] = "base"
+    """Who writes the dreams and tau's questions: the seeded model (every active expert), or the level's base
+    with only the newest expert on (the one ReST-EM trains), so older experts' drift stays out of writing.
+    tau's answers come from the seeded model with the context either way. [ours] base, as
+    `distill.writer` (bench/README.md)."""
     random_expert_scale: float = 0.1
     """Size of a random extra expert when no older expert exists: |B A| / |W| per projection."""
     importance: Literal["grad_norm", "grad_cosine", "random"] = "grad_cosine"

@@ -160,15 +160,15 @@ def make_tau(
     model: PreTrainedModel,
     tok: PreTrainedTokenizerBase,
     docs: Sequence[str],
-    per_doc: int,
-    gen: torch.Generator,
+    questions: Sequence[tuple[int, str]],
     sampler: Generator | None = None,
 ) -> Tau:
+    """tau's rows: each (document index, question) answered greedily by `model` with the document in its prompt."""
     enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
     sampler = sampler or HFGenerator(tok.eos_token_id, tok.pad_token_id)
-    qs = write_questions(model, tok, docs, per_doc, gen, sampler)
-    answers = sampler.sample(model, [enc(DOC_PREFIX.format(d=docs[i]) + QA_PROMPT.format(q=q)) for i, q in qs], 12)
-    rows = [(i, enc(QA_PROMPT.format(q=q)), a) for (i, q), a in zip(qs, answers) if len(a) > 1]
+    prompts = [enc(DOC_PREFIX.format(d=docs[i]) + QA_PROMPT.format(q=q)) for i, q in questions]
+    answers = sampler.sample(model, prompts, 12)
+    rows = [(i, enc(QA_PROMPT.format(q=q)), a) for (i, q), a in zip(questions, answers) if len(a) > 1]
     return Tau(rows)
 
 
@@ -548,10 +548,13 @@ def prepare(
         sources = []
         if dc.random_expert:
             sources = arm_random_expert(bank, newest, gen, dc.random_expert_scale)
-        with bank.using(bank.active + ([DREAM] if dc.random_expert else [])) as writer:
+        writers = [newest] if dc.writer == "base" else bank.active
+        with bank.using(writers + ([DREAM] if dc.random_expert else [])) as writer:
             dreams = generate_dreams(cfg, writer, tok, docs, gen, round_, sampler)
+        with torch.no_grad(), bank.using(writers) as writer:
+            questions = write_questions(writer, tok, docs, 2, gen, sampler)
         with torch.no_grad():
-            tau = make_tau(bank.model, tok, docs, 2, gen, sampler)
+            tau = make_tau(bank.model, tok, docs, questions, sampler)
         importance(cfg, bank, newest, tok, dreams, tau, rng)
         kept = select(dreams, dc.keep_top, dc.keep_random, rng)
         ts = time.time()

@@ -323,10 +323,11 @@ def prepare(
         teacher_new = champion_model
     teachers = {"new": teacher_new, "champion": champion_model}
 
+    writer = bank.unloaded() if dc.writer == "base" else champion_model
     items: list[Item] = []
     if write_prompts:
         items = build_items(
-            cfg, tok, champion_model, docs, "new", with_context=dc.memory == "context", gen=gen, sampler=sampler
+            cfg, tok, writer, docs, "new", with_context=dc.memory == "context", gen=gen, sampler=sampler
         )
         if not items:
             raise SeedError("the teacher wrote no usable distillation prompt for this snapshot")
@@ -343,7 +344,7 @@ def prepare(
         replay_items = build_items(
             cfg,
             tok,
-            champion_model,
+            writer,
             old[: max(1, want // 2)],
             "champion",
             with_context=dc.replay_context,

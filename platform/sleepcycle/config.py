@@ -140,6 +140,9 @@ class DistillConfig(Strict):
     prefix_range: tuple[float, float] = (0.1, 0.9)
     z0_fraction: float = 0.5
     """Levenshtein threshold z0 as a fraction of the longer string."""
+    teacher: Literal["champion", "base"] = "champion"
+    """With memory=context, who reads the day's documents and answers: the champion, or the level's base
+    without experts (a smaller self from before this level's cycles)."""
     writer: Literal["champion", "base"] = "base"
     """Who writes the distillation prompts (questions and rewrite openings) from the day's documents: the
     champion, or the level's base without experts (the weights the experts sit on). The teacher that answers

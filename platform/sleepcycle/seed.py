@@ -315,15 +315,18 @@ def prepare(
     for p in champion_model.parameters():
         p.requires_grad = False
 
+    level_base = bank.unloaded() if "base" in (dc.writer, dc.teacher) else None  # no experts: the base/ weights
+    for p in level_base.parameters() if level_base is not None else ():
+        p.requires_grad = False
+    writer = level_base if dc.writer == "base" else champion_model
     if dc.memory == "fast_weights":
         teacher_new = _train_fast_expert(cfg, bank, tok, docs, run_seed, log)
         for p in teacher_new.parameters():
             p.requires_grad = False
     else:
-        teacher_new = champion_model
+        teacher_new = level_base if dc.teacher == "base" else champion_model
     teachers = {"new": teacher_new, "champion": champion_model}
 
-    writer = bank.unloaded() if dc.writer == "base" else champion_model
     items: list[Item] = []
     if write_prompts:
         items = build_items(

@@ -101,3 +101,32 @@ def test_the_cycle_that_grew_the_model_has_nothing_to_dream_into(tmp_path):
     grown = Manifest(kind="checkpoint", uri=str(tmp_path))
     assert dream(load_config("tiny"), grown, Manifest(kind="snapshot"), tmp_path / "dreamed") is grown
     assert not (tmp_path / "dreamed").exists()
+
+
+@pytest.mark.parametrize("writer", ["base", "model"])
+def test_dream_writer_runs_with_the_newest_expert_only_or_with_all(seeded, tmp_path, monkeypatch, writer):
+    import sleepcycle.dream as dreaming
+
+    cfg, _, first, world = seeded
+    snap2 = take_snapshot(
+        [d.record() for d in world.documents(2)],
+        tmp_path / "snaps",
+        probes=[p.record() for p in world.probes(2)],
+        day=2,
+    )
+    second = seed(cfg, snap2, first, tmp_path / "seeded2")
+    seen = []
+    generate, write = dreaming.generate_dreams, dreaming.write_questions
+
+    def spy(real, at):
+        def call(*a, **k):
+            seen.append(list(a[at].base_model.active_adapter))
+            return real(*a, **k)
+
+        return call
+
+    monkeypatch.setattr(dreaming, "generate_dreams", spy(generate, 1))
+    monkeypatch.setattr(dreaming, "write_questions", spy(write, 0))  # QA dreams' and tau's questions
+    dreaming.prepare(load_config("tiny", [f"dream.writer={writer}", "dream.restem_rounds=0"]), second, snap2)
+    assert len(seen) >= 2
+    assert all(active == (["e01"] if writer == "base" else ["e00", "e01"]) for active in seen), seen

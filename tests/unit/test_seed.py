@@ -155,3 +155,27 @@ def test_replay_fill_gives_the_arm_its_share_when_the_buffer_is_small(tiny, tmp_
         tuple(it.student_prompt) for it in short.items[short.n_new :]
     }
     assert all(it.teacher == "champion" and not it.sample for it in replayed)
+
+
+def test_the_level_base_writes_the_prompts_and_the_champion_answers(tiny, tmp_path, monkeypatch):
+    # distill.writer: the experts drift the champion's writing; the base under them writes the prompts.
+    import sleepcycle.seed as seeding
+
+    cfg, champion, _ = tiny
+    first = seed(cfg, _snapshot(cfg, tmp_path / "snapshots"), champion, tmp_path / "c1")
+    day2 = _snapshot(cfg, tmp_path / "snapshots", day=2)
+    base = load_file(str(Path(first.uri) / "base/model.safetensors"))
+    writers = []
+    build = seeding.build_items
+    monkeypatch.setattr(
+        seeding, "build_items", lambda c, t, writer, *a, **k: writers.append(writer) or build(c, t, writer, *a, **k)
+    )
+    for who in ("base", "champion"):
+        s = seeding.prepare(load_config("tiny", [f"distill.writer={who}"]), day2, first)
+        writer = writers[-1]
+        weights = {k: v for k, v in writer.state_dict().items() if k in base}
+        assert weights.keys() == {k for k in base if k in writer.state_dict()} and weights
+        same_as_base = all(torch.equal(weights[k], base[k]) for k in weights)
+        assert same_as_base == (who == "base"), "the base writes without e00; the champion writes with it"
+        assert (writer is s.teachers["champion"]) == (who == "champion")
+        assert {it.teacher for it in s.items} == {"new"} and s.teachers["new"] is s.teachers["champion"]

@@ -386,7 +386,8 @@ class GeneralizedDistillation:
         has large, noisy ones; mixed by raw value (and then clipped) the RL term drowned the
         distillation signal on the tiny models. By norm, alpha is the share of the update direction
         each term gets, whatever their scales."""
-        self.student.train()
+        if not self.student.training:  # fit() leaves it in training mode between steps
+            self.student.train()
         div, tokens = self.divergence_loss(plan)
         self.opt.zero_grad(set_to_none=True)
         div.backward()
@@ -409,7 +410,6 @@ class GeneralizedDistillation:
             loss = a * div.detach() + (1 - a) * lti.detach()
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         self.opt.step()
-        self.student.eval()
         return {"loss": float(loss), "divergence": float(div.detach()), "lti_reward": reward, "tokens": tokens}
 
     def fit(
@@ -437,7 +437,11 @@ class GeneralizedDistillation:
         step = 0
         with progress(total=steps, desc=desc, unit="step") as bar:
             while step < steps and (token_budget is None or stats.tokens < token_budget):
-                chunk = [next_batch() for _ in range(min(self.cfg.rollout_reuse, steps - step))]
+                n = min(self.cfg.rollout_reuse, steps - step)
+                if token_budget is not None and stats.history:  # no rollouts for steps the budget will not run
+                    per_step = stats.tokens / len(stats.history)
+                    n = max(1, min(n, math.ceil((token_budget - stats.tokens) / per_step)))
+                chunk = [next_batch() for _ in range(n)]
                 for plan in self.plan([b for b, _ in chunk], [lt for _, lt in chunk]):
                     if token_budget is not None and stats.tokens >= token_budget:
                         break
@@ -451,6 +455,7 @@ class GeneralizedDistillation:
                     bar.set_postfix(loss=f"{out['loss']:.3f}")
                     log({f"distill/{k}": v for k, v in out.items() if v == v} | {"distill/step": step})
                     step += 1
+        self.student.eval()
         last = stats.history[-10:]
         stats.loss = sum(h["loss"] for h in last) / len(last)
         stats.divergence = sum(h["divergence"] for h in last) / len(last)

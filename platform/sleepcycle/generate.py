@@ -126,9 +126,11 @@ def sample_ids(
     limits = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
     out: list[list[int] | None] = [None] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: (limits[i], len(prompts[i])))
+    decoder = Decoder.for_model(model) if fast and prompts else None
     was_training = model.training
-    model.eval()
-    forward = (Decoder.for_model(model) if fast and prompts else None) or _HFForward(model)
+    if decoder is None and was_training:  # the fused decoder has no dropout; the HF modules do
+        model.eval()  # (a full train()/eval() walk of a PEFT model costs ~3 ms: skip it when it changes nothing)
+    forward = decoder or _HFForward(model)
     for b in range(0, len(order), batch_size):
         idx = order[b : b + batch_size]
         batch = [prompts[i] for i in idx]
@@ -139,7 +141,8 @@ def sample_ids(
             ),
         ):
             out[i] = ids
-    model.train(was_training)
+    if decoder is None and was_training:
+        model.train()
     return out  # type: ignore[return-value]
 
 

@@ -19,6 +19,7 @@ and the champion.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import json
@@ -462,5 +463,8 @@ def seed(
     s = prepare(cfg, snapshot, champion, log=log, replay=replay, run_seed=run_seed)
     trainer = s.trainer(cfg, run_seed)
     trainer.sample_teacher(s.items, dc.max_new_tokens)
-    stats = trainer.fit(s.items, dc.steps, token_budget=token_budget, log=log, desc=f"seed cycle {s.state['cycle']}")
+    with s.bank.folded() if s.slot is not None else contextlib.nullcontext():
+        stats = trainer.fit(
+            s.items, dc.steps, token_budget=token_budget, log=log, desc=f"seed cycle {s.state['cycle']}"
+        )
     return write_candidate(s, snapshot, champion, workdir, stats, t0, log)

@@ -82,3 +82,38 @@ def test_the_merged_view_of_a_bank_without_experts_is_a_plain_model_that_saves_a
     models.save(merged, tok, tmp_path / "m")
     again, _ = models.load(tmp_path / "m")
     assert torch.equal(logits(again, tok), before)
+
+
+def test_folding_the_frozen_experts_keeps_the_function_and_trains_the_same_expert():
+    model, tok = micro_model()
+    bank = ExpertBank(model, rank=4, capacity=3)
+    old = [bank.activate(bank.free_slot()) for _ in range(2)]
+    with torch.no_grad():
+        for name in old:
+            for p in bank.parameters(name):
+                p.add_(torch.randn_like(p) * 0.1)
+    new = bank.activate(bank.free_slot())
+    with torch.no_grad():
+        for p in bank.parameters(new):
+            p.add_(torch.randn_like(p) * 0.1)
+    weights = {n: p.detach().clone() for n, p in bank.model.named_parameters()}
+    ids, mask = batch(tok)
+
+    def loss_and_grads():
+        out = bank.model(input_ids=ids, attention_mask=mask, labels=ids)
+        bank.model.zero_grad(set_to_none=True)
+        out.loss.backward()
+        return out.logits.detach(), {n: p.grad.clone() for n, p in bank.model.named_parameters() if p.grad is not None}
+
+    plain, plain_grads = loss_and_grads()
+    with bank.folded():
+        assert bank.active == [new]
+        inside = {n: p.detach().clone() for n, p in bank.model.named_parameters() if "base_layer" in n}
+        folded, folded_grads = loss_and_grads()
+    assert inside and any(not torch.equal(w, weights[n]) for n, w in inside.items()), "the old experts are folded in"
+    assert bank.active == [*old, new] and bank.trainable == new
+    assert (folded - plain).abs().max() < 1e-5, "the same function"
+    assert plain_grads.keys() == folded_grads.keys() and all(f".{new}." in n for n in plain_grads)
+    assert all(torch.allclose(plain_grads[n], folded_grads[n], atol=1e-5) for n in plain_grads)
+    after = dict(bank.model.named_parameters())
+    assert all(torch.equal(after[n], w) for n, w in weights.items()), "every weight restored bit-exactly"

@@ -157,7 +157,7 @@ def test_replay_fill_gives_the_arm_its_share_when_the_buffer_is_small(tiny, tmp_
     assert all(it.teacher == "champion" and not it.sample for it in replayed)
 
 
-def test_the_level_base_writes_the_prompts_and_the_champion_answers(tiny, tmp_path, monkeypatch):
+def test_the_level_base_writes_the_prompts_and_the_configured_teacher_answers(tiny, tmp_path, monkeypatch):
     # distill.writer: the experts drift the champion's writing; the base under them writes the prompts.
     import sleepcycle.seed as seeding
 
@@ -178,4 +178,7 @@ def test_the_level_base_writes_the_prompts_and_the_champion_answers(tiny, tmp_pa
         same_as_base = all(torch.equal(weights[k], base[k]) for k in weights)
         assert same_as_base == (who == "base"), "the base writes without e00; the champion writes with it"
         assert (writer is s.teachers["champion"]) == (who == "champion")
-        assert {it.teacher for it in s.items} == {"new"} and s.teachers["new"] is s.teachers["champion"]
+        assert {it.teacher for it in s.items} == {"new"}
+        assert (s.teachers["new"] is writer) == (who == "base"), "distill.teacher=base: the base reads the day"
+    s = seeding.prepare(load_config("tiny", ["distill.teacher=champion"]), day2, first)
+    assert s.teachers["new"] is s.teachers["champion"] and writers[-1] is not s.teachers["champion"]

@@ -233,9 +233,9 @@ class DreamConfig(Strict):
     kinds: tuple[str, ...] = ("implication", "qa", "rewrite")
     random_expert: bool = False
     """While sampling dreams, switch on one random extra expert per layer (the paper's diversity switch).
-    [ours] off by default: on the 5-day bench it raised the KL drift from the champion in every run (latest,
-    seeds 0-1: 1.71 / 2.49 against 1.18 / 1.05) and cost ACC in five runs of six (bench/README.md,
-    `sleep+random-expert`)."""
+    [ours] off by default: while the drifted champion wrote the dreams it raised the KL drift from the
+    champion in every run and cost ACC in five runs of six; with the base writing (`writer`) it is within
+    noise, ACC 0.263 +- 0.014 against 0.269 on seeds 0-2 (bench/README.md, `sleep+random-expert`)."""
     writer: Literal["model", "base"] = "base"
     """Who writes the dreams and tau's questions: the seeded model (every active expert), or the level's base
     with only the newest expert on (the one ReST-EM trains), so older experts' drift stays out of writing.

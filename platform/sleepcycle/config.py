@@ -150,8 +150,8 @@ class DistillConfig(Strict):
     against 0.90 (bench/README.md)."""
     writer: Literal["champion", "base"] = "base"
     """Who writes the distillation prompts (questions and rewrite openings) from the day's documents: the
-    champion, or the level's base without experts (the weights the experts sit on). The teacher that answers
-    is the champion either way. [ours] base: each expert drifts the champion's writing a little, and by
+    champion, or the level's base without experts (the weights the experts sit on). `teacher` says who
+    answers them. [ours] base: each expert drifts the champion's writing a little, and by
     day 5 of the bench the champion wrote broken questions ("Where doesse Krarnuek's mentor?") and
     acquisition fell 0.54 -> 0.12; with the base writing, acquisition 0.49 against 0.32 over three seeds
     (bench/README.md)."""

@@ -2,10 +2,12 @@
 
     seed(cfg, snapshot, champion, workdir, log) -> Manifest     # the candidate checkpoint
 
-1. Short-term memory makes the teacher: the frozen champion with the snapshot's documents in its prompt
-   (``distill.memory = "context"``), or with a fast expert trained on them (``"fast_weights"``).
-2. The teacher writes the distillation prompts from the snapshot itself: questions about each document
-   (the question-writing format; never an evaluation probe) and openings of its own rewrites.
+1. Short-term memory makes the teacher: a frozen smaller self with the snapshot's documents in its
+   prompt (``distill.memory = "context"``; by default the level's base under the experts,
+   ``distill.teacher``), or the champion with a fast expert trained on them (``"fast_weights"``).
+2. The level's base (``distill.writer``) writes the distillation prompts from the snapshot itself:
+   questions about each document (the question-writing format; never an evaluation probe) and openings
+   of its own rewrites.
 3. The larger self is the champion plus a freshly activated expert (B = 0: same function at the
    start); only that expert trains, by Generalized Distillation (`sleepcycle.distill`).
 4. Replay arm: prompts written about records from earlier snapshots, answered by the champion itself
@@ -19,7 +21,6 @@ and the champion.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import itertools
 import json
@@ -312,18 +313,12 @@ def prepare(
     gen = torch.Generator().manual_seed(run_seed)
     sampler = make_generator(cfg.generation, tok.eos_token_id, tok.pad_token_id, vocab=len(tok))
     state = {**state, "cycle": state.get("cycle", 0) + 1}
-    champion_model = bank.merged()  # frozen champion: replay teacher, and the context teacher
-    for p in champion_model.parameters():
-        p.requires_grad = False
-
-    level_base = bank.unloaded() if "base" in (dc.writer, dc.teacher) else None  # no experts: the base/ weights
-    for p in level_base.parameters() if level_base is not None else ():
-        p.requires_grad = False
+    champion_model = bank.merged().requires_grad_(False)  # frozen champion: the replay teacher
+    # the level's base, no experts (the base/ weights): writer and context teacher by default
+    level_base = bank.unloaded().requires_grad_(False) if "base" in (dc.writer, dc.teacher) else None
     writer = level_base if dc.writer == "base" else champion_model
     if dc.memory == "fast_weights":
-        teacher_new = _train_fast_expert(cfg, bank, tok, docs, run_seed, log)
-        for p in teacher_new.parameters():
-            p.requires_grad = False
+        teacher_new = _train_fast_expert(cfg, bank, tok, docs, run_seed, log).requires_grad_(False)
     else:
         teacher_new = level_base if dc.teacher == "base" else champion_model
     teachers = {"new": teacher_new, "champion": champion_model}
@@ -463,7 +458,7 @@ def seed(
     s = prepare(cfg, snapshot, champion, log=log, replay=replay, run_seed=run_seed)
     trainer = s.trainer(cfg, run_seed)
     trainer.sample_teacher(s.items, dc.max_new_tokens)
-    with s.bank.folded() if s.slot is not None else contextlib.nullcontext():
+    with s.bank.folded():  # a no-op unless a new expert trains on top of frozen ones
         stats = trainer.fit(
             s.items, dc.steps, token_budget=token_budget, log=log, desc=f"seed cycle {s.state['cycle']}"
         )

@@ -215,6 +215,8 @@ class DistillStats:
     loss: float = float("nan")
     divergence: float = float("nan")
     lti_reward: float = float("nan")
+    anchor: float = float("nan")
+    """The anchor penalty's value at the end (mean of the last 10 steps; NaN without an anchor)."""
     wall_clock_s: float = 0.0
     history: list[dict] = field(default_factory=list)
 
@@ -246,6 +248,9 @@ class GeneralizedDistillation:
         self.rng = random.Random(seed)
         self.gen = torch.Generator().manual_seed(seed)
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.0)
+        self.regularizer: Callable[[], torch.Tensor] | None = None
+        """A penalty on the trained parameters added to every update with weight `cfg.anchor`
+        (`sleepcycle.anchor`); its gradient joins after the two terms are mixed."""
 
     # -- rollouts --
     def sample_teacher(self, items: list[Item], max_new_tokens: int) -> None:
@@ -408,9 +413,21 @@ class GeneralizedDistillation:
             for p, gd, gl in zip(self.params, g_div, g_lti):
                 p.grad = a * gd + (1 - a) * gl * scale
             loss = a * div.detach() + (1 - a) * lti.detach()
+        anchor = float("nan")
+        if self.regularizer is not None:
+            reg = self.regularizer()
+            if self.cfg.anchor > 0 and reg.requires_grad:
+                (self.cfg.anchor * reg).backward()  # accumulates onto the mixed gradient
+            anchor = float(reg.detach())
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         self.opt.step()
-        return {"loss": float(loss), "divergence": float(div.detach()), "lti_reward": reward, "tokens": tokens}
+        return {
+            "loss": float(loss),
+            "divergence": float(div.detach()),
+            "lti_reward": reward,
+            "anchor": anchor,
+            "tokens": tokens,
+        }
 
     def fit(
         self, items: list[Item], steps: int, token_budget: int | None = None, log: Log = noop, desc: str = "distill"
@@ -459,6 +476,7 @@ class GeneralizedDistillation:
         last = stats.history[-10:]
         stats.loss = sum(h["loss"] for h in last) / len(last)
         stats.divergence = sum(h["divergence"] for h in last) / len(last)
+        stats.anchor = sum(h["anchor"] for h in last) / len(last)
         rewards = [h["lti_reward"] for h in stats.history if h["lti_reward"] == h["lti_reward"]]
         stats.lti_reward = sum(rewards) / len(rewards) if rewards else float("nan")
         stats.wall_clock_s = time.time() - t0

@@ -111,6 +111,10 @@ def check_zero(cfg: Config, engine_cfg: dict) -> int:
             "ZeRO-3 trains on teacher samples only: set distill.lmbda=0 and distill.lti=false "
             "(or use zero1/zero2 for on-policy rollouts and the LTI term)"
         )
+    if stage == 3 and dc.anchor > 0:
+        raise DistributedError(
+            "the activation anchor needs whole expert weights on every rank: set distill.anchor=0 or use zero1/zero2"
+        )
     return stage
 
 
@@ -197,10 +201,22 @@ def step(trainer: GeneralizedDistillation, engine, plan: dict, world: int) -> di
         # Same direction as g = a g_div + (1-a) g_lti |g_div| / |g_lti|, as one loss DeepSpeed can reduce.
         loss = a * div + (1 - a) * scale * lti.to(div.device)
         reported = a * div.detach() + (1 - a) * lti.detach().to(div.device)
+    anchor = float("nan")
+    if trainer.regularizer is not None:  # the same on every rank: DeepSpeed's mean of it is itself
+        reg = trainer.regularizer()
+        if cfg.anchor > 0 and reg.requires_grad:
+            loss = loss + cfg.anchor * reg.to(div.device)
+        anchor = float(reg.detach())
     engine.backward(loss)
     engine.step()
     trainer.student.eval()
-    return {"loss": float(reported), "divergence": float(div.detach()), "lti_reward": reward, "tokens": tokens}
+    return {
+        "loss": float(reported),
+        "divergence": float(div.detach()),
+        "lti_reward": reward,
+        "anchor": anchor,
+        "tokens": tokens,
+    }
 
 
 # ----- the loop ------------------------------------------------------------------------------------
@@ -256,6 +272,7 @@ def fit(
                     "loss": loss / world,
                     "divergence": div / world,
                     "lti_reward": reward_sum / rewarded if rewarded else float("nan"),
+                    "anchor": out["anchor"],  # the same on every rank
                     "tokens": int(tokens),
                 }
                 if trace is not None:
@@ -272,6 +289,7 @@ def fit(
     last = stats.history[-10:]
     stats.loss = sum(h["loss"] for h in last) / len(last)
     stats.divergence = sum(h["divergence"] for h in last) / len(last)
+    stats.anchor = sum(h["anchor"] for h in last) / len(last)
     rewards = [h["lti_reward"] for h in stats.history if h["lti_reward"] == h["lti_reward"]]
     stats.lti_reward = sum(rewards) / len(rewards) if rewards else float("nan")
     stats.wall_clock_s = time.time() - t0
@@ -355,6 +373,8 @@ def seed_distributed(
     manifest = None
     with _full(deepspeed, s.student, zero3):
         if rank == 0:
+            if not zero3:  # whole weights on rank 0: its forward pass needs no other rank
+                s.remember()
             meta = {"world_size": world, "zero_stage": int(engine_cfg.get("zero_optimization", {}).get("stage", 0))}
             manifest = write_candidate(s, snapshot, champion, workdir, stats, t0, log, meta=meta)
             if trace:

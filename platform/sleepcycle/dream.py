@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from sleepcycle.anchor import ANCHOR_FILE
 from sleepcycle.config import Config, DreamConfig
 from sleepcycle.evaluate import kl_drift
 from sleepcycle.experts import DREAM, ExpertBank, load_checkpoint, read_state, save_checkpoint
@@ -626,6 +627,8 @@ def write_candidate(
         {k: v for k, v in state.items() if k not in ("active", "capacity", "rank")},
         base_dir=base_dir if base_dir.is_dir() else None,
     )
+    if (Path(seeded.uri) / ANCHOR_FILE).exists():  # the anchor's moments pass on to the next cycle
+        shutil.copy2(Path(seeded.uri) / ANCHOR_FILE, tmp / ANCHOR_FILE)
     write_jsonl(
         tmp / "dreams.jsonl",
         [

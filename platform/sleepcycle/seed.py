@@ -12,7 +12,10 @@
    start); only that expert trains, by Generalized Distillation (`sleepcycle.distill`).
 4. Replay arm: prompts written about records from earlier snapshots, answered by the champion itself
    without context, hold old knowledge in place while new knowledge moves in (ablatable).
-5. When level 1 is full, a deep sleep merges its experts into the base first and frees the level.
+5. Activation anchor (``distill.anchor``, `sleepcycle.anchor`): the new expert is penalised for changing
+   the expert-bearing projections' outputs on the inputs of earlier cycles' texts, kept as one input
+   second-moment matrix per projection; this cycle's are added after training.
+6. When level 1 is full, a deep sleep merges its experts into the base first and frees the level.
 
 The candidate is written as a checkpoint directory (see `sleepcycle.experts`) with the exact training
 texts (``training_data.jsonl``) for audit, and returned as a manifest whose parents are the snapshot
@@ -36,6 +39,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sleepcycle import models
+from sleepcycle.anchor import Anchor
 from sleepcycle.config import Config
 from sleepcycle.distill import DistillStats, GeneralizedDistillation, Item, ValueJudge
 from sleepcycle.experts import FAST, ExpertBank, load_checkpoint, save_checkpoint
@@ -270,12 +274,14 @@ class Seeding:
     vocab: int | None
     sampler: Generator
     """Generation backend of the run (`generation.backend`): prompt writing, teacher samples, rollouts."""
+    anchor: Anchor
+    """Input moments of the earlier cycles' texts (`sleepcycle.anchor`); this cycle's are added after training."""
 
     def trainer(self, cfg: Config, run_seed: int) -> GeneralizedDistillation:
         dc = cfg.distill
         if self.slot is None and dc.expansion in ("full", "grow_width", "given"):  # every weight trains
             dc = dc.model_copy(update={"lr": dc.full_lr})
-        return GeneralizedDistillation(
+        trainer = GeneralizedDistillation(
             dc,
             self.student,
             self.teachers,
@@ -288,6 +294,17 @@ class Seeding:
             sampler=self.sampler,
             vocab=self.vocab,
         )
+        if self.slot is not None and self.anchor:
+            penalty = self.anchor.penalty(self.student, self.slot)
+            trainer.regularizer = penalty if penalty else None
+        return trainer
+
+    def remember(self) -> None:
+        """Add this cycle's distillation texts (new arm, as the student saw them) to the anchor."""
+        if self.slot is None:
+            return
+        seqs = [it.student_prompt + it.sample for it in self.items[: self.n_new]]
+        self.anchor.update(self.student, seqs, self.tok.pad_token_id)
 
 
 def prepare(
@@ -378,7 +395,10 @@ def prepare(
             base_dir = None
         slot = bank.activate(bank.free_slot())
         student, params = bank.model, bank.parameters(slot)
-    return Seeding(docs, bank, tok, state, teachers, items, n_new, student, params, slot, base_dir, vocab, sampler)
+    anchor = Anchor.load(Path(champion.uri)) if slot is not None else Anchor()
+    return Seeding(
+        docs, bank, tok, state, teachers, items, n_new, student, params, slot, base_dir, vocab, sampler, anchor
+    )
 
 
 def write_candidate(
@@ -406,6 +426,7 @@ def write_candidate(
     else:
         s.bank.freeze()
         save_checkpoint(s.bank, tok, tmp, state, base_dir=s.base_dir)
+        s.anchor.save(tmp)
     write_jsonl(
         tmp / "training_data.jsonl",
         [
@@ -425,6 +446,7 @@ def write_candidate(
         "seed/loss": stats.loss,
         "seed/divergence": stats.divergence,
         "seed/lti_reward": stats.lti_reward,
+        **({"seed/anchor": stats.anchor} if stats.anchor == stats.anchor else {}),
         "seed/wall_clock_s": time.time() - t0,
     }
     manifest = Manifest.of_directory(
@@ -462,4 +484,5 @@ def seed(
         stats = trainer.fit(
             s.items, dc.steps, token_budget=token_budget, log=log, desc=f"seed cycle {s.state['cycle']}"
         )
+    s.remember()
     return write_candidate(s, snapshot, champion, workdir, stats, t0, log)

@@ -7,11 +7,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from sleepcycle.anchor import Anchor
 from sleepcycle.config import load_config
 from sleepcycle.experts import load_checkpoint
 from sleepcycle.manifests import Manifest
 from sleepcycle.pretrain import pretrain
-from sleepcycle.seed import SeedError, seed
+from sleepcycle.seed import SeedError, prepare, seed
 from sleepcycle.snapshot import SnapshotError, take_snapshot
 from sleepcycle.world import World
 
@@ -56,6 +57,13 @@ def test_seeding_trains_only_the_new_expert_and_never_sees_probes(tiny, tmp_path
         assert texts
         assert not any(q in t for q in probes for t in texts)
     assert second.parents == {"snapshot": second.parents["snapshot"], "champion": first.digest}
+    # the activation anchor gathers one cycle of input moments per seeding, and the checkpoint carries them
+    assert Anchor.load(Path(first.uri)).cycles == 1 and Anchor.load(Path(second.uri)).cycles == 2
+    # the next seeding's trainer holds the penalty on the new expert's parameters (B = 0: nothing yet)
+    s = prepare(cfg, snap, second)
+    penalty = s.trainer(cfg, 0).regularizer
+    assert penalty is not None and s.slot == "e02" and float(penalty().detach()) == 0.0
+    assert {id(p) for a, b, *_ in penalty.terms for p in (a, b)} == {id(p) for p in s.params}
 
 
 def test_snapshot_with_no_usable_documents_is_refused_and_writes_nothing(tmp_path):

@@ -172,6 +172,10 @@ def test_seed_launched_refuses_what_cannot_train_before_starting_ranks(tmp_path,
     zero3 = load_config("tiny", ["distributed.nproc=2", "distributed.deepspeed=zero3"])
     with pytest.raises(DistributedError, match="ZeRO-3"):
         seed_launched(zero3, _manifest("s"), _manifest("c"), tmp_path / "o")
+    # teacher samples only, but the activation anchor needs each rank to hold the whole expert
+    sets = ["distributed.nproc=2", "distributed.deepspeed=zero3", "distill.lmbda=0", "distill.lti=false"]
+    with pytest.raises(DistributedError, match="activation anchor needs whole expert weights"):
+        seed_launched(load_config("tiny", sets), _manifest("s"), _manifest("c"), tmp_path / "o")
     small = load_config("tiny", ["distributed.nproc=8"])  # distill.batch_size is 4
     with pytest.raises(DistributedError, match="smaller than the 8 ranks"):
         seed_launched(small, _manifest("s"), _manifest("c"), tmp_path / "o")

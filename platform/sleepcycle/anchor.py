@@ -25,6 +25,8 @@ import torch
 from peft.tuners.lora import LoraLayer
 from transformers import PreTrainedModel
 
+from sleepcycle.trainer import collate
+
 ANCHOR_FILE = "anchor.safetensors"
 _COUNT = "__cycles__"
 
@@ -92,16 +94,13 @@ class Anchor:
         try:
             order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
             for lo in range(0, len(order), batch_size):
-                batch = [sequences[i] for i in order[lo : lo + batch_size]]
-                width = max(len(s) for s in batch)
-                ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                attn = torch.zeros((len(batch), width), dtype=torch.long)
-                for i, s in enumerate(batch):
-                    ids[i, : len(s)] = torch.tensor(s)
-                    attn[i, : len(s)] = 1
-                mask = attn.bool().to(device)
+                batch = collate(
+                    [(sequences[i], [False] * len(sequences[i])) for i in order[lo : lo + batch_size]], pad_id
+                )
+                ids, attn = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+                mask = attn.bool()
                 count += int(attn.sum())
-                model(input_ids=ids.to(device), attention_mask=attn.to(device))
+                model(input_ids=ids, attention_mask=attn)
         finally:
             for h in handles:
                 h.remove()
@@ -137,11 +136,9 @@ class _Penalty:
         return bool(self.terms)
 
     def __call__(self) -> torch.Tensor:
-        total = torch.zeros((), device=self.terms[0][0].device) if self.terms else torch.zeros(())
-        for a, b, s2, sigma, own in self.terms:
-            m = a @ sigma @ a.T  # r x r
-            total = total + s2 * ((b.T @ b) * m).sum() / own
-        return total / max(1, len(self.terms))
+        # tr(B A Σ Aᵀ Bᵀ) as the sum of (BᵀB) ⊙ (A Σ Aᵀ): two r x r matrices, never a d_out x d_in one
+        ratios = [s2 * ((b.T @ b) * (a @ sigma @ a.T)).sum() / own for a, b, s2, sigma, own in self.terms]
+        return torch.stack(ratios).mean()
 
 
 def _projections(model: torch.nn.Module) -> Iterator[tuple[str, LoraLayer]]:

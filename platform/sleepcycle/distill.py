@@ -252,6 +252,15 @@ class GeneralizedDistillation:
         """A penalty on the trained parameters added to every update with weight `cfg.anchor`
         (`sleepcycle.anchor`); its gradient joins after the two terms are mixed."""
 
+    def anchor_term(self) -> tuple[torch.Tensor | None, float]:
+        """The weighted penalty to add to this update (None when off or without one) and its value
+        (logged even at weight 0: how far the new expert moves the old inputs' outputs)."""
+        if self.regularizer is None:
+            return None, float("nan")
+        reg = self.regularizer()
+        weighted = self.cfg.anchor * reg if self.cfg.anchor > 0 and reg.requires_grad else None
+        return weighted, float(reg.detach())
+
     # -- rollouts --
     def sample_teacher(self, items: list[Item], max_new_tokens: int) -> None:
         """Teacher samples for every item, and their cached teacher log-probs (computed once)."""
@@ -413,12 +422,9 @@ class GeneralizedDistillation:
             for p, gd, gl in zip(self.params, g_div, g_lti):
                 p.grad = a * gd + (1 - a) * gl * scale
             loss = a * div.detach() + (1 - a) * lti.detach()
-        anchor = float("nan")
-        if self.regularizer is not None:
-            reg = self.regularizer()
-            if self.cfg.anchor > 0 and reg.requires_grad:
-                (self.cfg.anchor * reg).backward()  # accumulates onto the mixed gradient
-            anchor = float(reg.detach())
+        penalty, anchor = self.anchor_term()
+        if penalty is not None:
+            penalty.backward()  # accumulates onto the mixed gradient
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         self.opt.step()
         return {

@@ -201,12 +201,9 @@ def step(trainer: GeneralizedDistillation, engine, plan: dict, world: int) -> di
         # Same direction as g = a g_div + (1-a) g_lti |g_div| / |g_lti|, as one loss DeepSpeed can reduce.
         loss = a * div + (1 - a) * scale * lti.to(div.device)
         reported = a * div.detach() + (1 - a) * lti.detach().to(div.device)
-    anchor = float("nan")
-    if trainer.regularizer is not None:  # the same on every rank: DeepSpeed's mean of it is itself
-        reg = trainer.regularizer()
-        if cfg.anchor > 0 and reg.requires_grad:
-            loss = loss + cfg.anchor * reg.to(div.device)
-        anchor = float(reg.detach())
+    penalty, anchor = trainer.anchor_term()
+    if penalty is not None:  # the same on every rank: DeepSpeed's mean of it is itself
+        loss = loss + penalty.to(div.device)
     engine.backward(loss)
     engine.step()
     trainer.student.eval()

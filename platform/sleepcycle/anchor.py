@@ -49,8 +49,11 @@ class Anchor:
             return cls()
         from safetensors.torch import load_file
 
-        tensors = load_file(str(path))
-        cycles = int(tensors.pop(_COUNT).item())
+        try:
+            tensors = load_file(str(path))
+            cycles = int(tensors.pop(_COUNT).item())
+        except Exception as e:  # safetensors raises its own error types for a damaged file
+            raise ValueError(f"{path}: not an activation anchor ({e})") from e
         return cls(tensors, cycles)
 
     def save(self, checkpoint: Path) -> None:

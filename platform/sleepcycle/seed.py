@@ -395,7 +395,10 @@ def prepare(
             base_dir = None
         slot = bank.activate(bank.free_slot())
         student, params = bank.model, bank.parameters(slot)
-    anchor = Anchor.load(Path(champion.uri)) if slot is not None else Anchor()
+    try:
+        anchor = Anchor.load(Path(champion.uri)) if slot is not None else Anchor()
+    except ValueError as e:
+        raise SeedError(f"champion checkpoint {champion.uri} failed to load: {e}") from e
     return Seeding(
         docs, bank, tok, state, teachers, items, n_new, student, params, slot, base_dir, vocab, sampler, anchor
     )

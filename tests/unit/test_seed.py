@@ -1,6 +1,7 @@
 """Knowledge Seeding on the tiny profile: what trains, what must not change, what must never leak."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -75,13 +76,20 @@ def test_snapshot_with_no_usable_documents_is_refused_and_writes_nothing(tmp_pat
 
 
 def test_champion_that_fails_to_load_is_a_clear_error_and_writes_nothing(tiny, tmp_path):
-    cfg, _, _ = tiny
+    cfg, champion, _ = tiny
     snap = _snapshot(cfg, tmp_path / "snapshots")
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text("{not json")
     with pytest.raises(SeedError, match="failed to load"):
         seed(cfg, snap, Manifest(kind="checkpoint", uri=str(broken)), tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+    # a damaged activation anchor beside good weights is the same clear error, before any training
+    damaged = tmp_path / "damaged"
+    shutil.copytree(champion.uri, damaged)
+    (damaged / "anchor.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(SeedError, match="failed to load: .*anchor.safetensors: not an activation anchor"):
+        seed(cfg, snap, Manifest(kind="checkpoint", uri=str(damaged)), tmp_path / "out")
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
 
 

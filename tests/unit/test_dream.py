@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sleepcycle.config import load_config
-from sleepcycle.dream import DREAM, Dream, arm_random_expert, dream, restem_examples
+from sleepcycle.dream import DREAM, Dream, DriftGuard, arm_random_expert, dream, restem_examples
 from sleepcycle.experts import load_checkpoint
 from sleepcycle.generate import sample_ids
 from sleepcycle.pretrain import pretrain
@@ -51,6 +51,22 @@ def test_drift_budget_stops_a_run_that_exceeds_it(seeded, tmp_path):
     assert "exceeds" in note or "> budget" in note
     assert "stopped" in note
     assert len(out.meta["drift_history"]) == 1, "the run stopped at its first check"
+
+
+def test_drift_budget_is_on_the_drift_dreaming_adds_to_the_seeded_model():
+    """Seeding already moved the model from the champion: the budget bounds what consolidation adds on top."""
+    dc = load_config("tiny", ["dream.drift_budget=0.05", "dream.on_drift=stop", "dream.steps=6"]).dream
+    p = torch.nn.Parameter(torch.zeros(3))
+    drifts = iter([0.40, 0.44, 0.46])  # the seeded model's drift, then two checks
+    guard = DriftGuard(dc, [p], [{"lr": dc.lr}], lambda: next(drifts), lambda _: None)
+    assert guard.start == 0.40 and guard.limit == pytest.approx(0.45)
+    with torch.no_grad():
+        p.add_(1.0)
+    assert guard.check(0, 1.0) == "ok", "0.44 is within 0.05 of the seeded drift 0.40"
+    with torch.no_grad():
+        p.add_(1.0)
+    assert guard.check(1, 1.0) == "stop" and "0.4600 > budget 0.4500" in guard.note
+    assert torch.equal(p.detach(), torch.ones(3)), "reverted to the last step within the budget"
 
 
 def test_random_expert_changes_the_sampling_distribution_only_when_enabled(seeded):

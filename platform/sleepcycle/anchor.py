@@ -29,14 +29,22 @@ from sleepcycle.trainer import collate
 
 ANCHOR_FILE = "anchor.safetensors"
 _COUNT = "__cycles__"
+_LAST = "last/"
 
 
 class Anchor:
-    """Second moments of the expert-bearing projections' inputs, averaged over earlier cycles."""
+    """Second moments of the expert-bearing projections' inputs, averaged over earlier cycles. `last` holds the
+    newest cycle's own moments, so Dreaming can anchor to the cycles before it (`earlier`)."""
 
-    def __init__(self, moments: dict[str, torch.Tensor] | None = None, cycles: int = 0):
+    def __init__(
+        self,
+        moments: dict[str, torch.Tensor] | None = None,
+        cycles: int = 0,
+        last: dict[str, torch.Tensor] | None = None,
+    ):
         self.moments = dict(moments or {})
         self.cycles = cycles
+        self.last = dict(last or {})
 
     def __bool__(self) -> bool:
         return self.cycles > 0 and bool(self.moments)
@@ -54,7 +62,8 @@ class Anchor:
             cycles = int(tensors.pop(_COUNT).item())
         except Exception as e:  # safetensors raises its own error types for a damaged file
             raise ValueError(f"{path}: not an activation anchor ({e})") from e
-        return cls(tensors, cycles)
+        last = {k.removeprefix(_LAST): tensors.pop(k) for k in [k for k in tensors if k.startswith(_LAST)]}
+        return cls(tensors, cycles, last)
 
     def save(self, checkpoint: Path) -> None:
         if not self:
@@ -62,7 +71,18 @@ class Anchor:
         from safetensors.torch import save_file
 
         tensors = {k: v.contiguous() for k, v in sorted(self.moments.items())}
+        tensors |= {_LAST + k: v.contiguous() for k, v in sorted(self.last.items())}
         save_file({**tensors, _COUNT: torch.tensor([self.cycles])}, str(Path(checkpoint) / ANCHOR_FILE))
+
+    def earlier(self) -> Anchor:
+        """The anchor without its newest cycle: what Dreaming's consolidation protects, since the newest
+        cycle's texts are the ones the newest expert is meant to change. Empty after a single cycle, and for
+        a checkpoint written before `last` was kept (its newest cycle cannot be taken out)."""
+        if self.cycles < 2 or not self.last:
+            return Anchor()
+        n = self.cycles
+        moments = {k: (v * n - self.last[k]) / (n - 1) for k, v in self.moments.items() if k in self.last}
+        return Anchor(moments, n - 1)
 
     # ----- collecting ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -112,6 +132,7 @@ class Anchor:
             day = total.cpu() / max(1, count)
             old = self.moments.get(name)
             self.moments[name] = day.clone() if old is None else (old * self.cycles + day) / (self.cycles + 1)
+            self.last[name] = day
         self.cycles += 1
 
     # ----- the penalty -----------------------------------------------------------------------------

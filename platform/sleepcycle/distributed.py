@@ -55,6 +55,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from sleepcycle.anchor import Anchor
 from sleepcycle.config import CONFIG_DIR, Config
 from sleepcycle.distill import DistillStats, GeneralizedDistillation, Item
 from sleepcycle.dream import Dream, Dreaming, DriftGuard, consolidation_order, frozen_champion, grew_this_cycle
@@ -453,7 +454,8 @@ def dream_distributed(
     engine, *_ = deepspeed.initialize(model=d.bank.model, model_parameters=params, optimizer=opt, config=engine_cfg)
     rows: list[dict] = [{"rank": rank, "world": world, "dreams": len(order), "start": _digest(params)}]
     left = None if token_budget is None else max(0, token_budget - gen_tokens)
-    result = _consolidate(cfg, d, engine, order, champion, device, log, left, rows)
+    anchor = Anchor.load(Path(seeded.uri)).earlier()  # every rank: the penalty's gradient is the same on each
+    result = _consolidate(cfg, d, engine, order, champion, device, log, left, rows, anchor)
 
     manifest = None
     if rank == 0:
@@ -477,6 +479,7 @@ def _consolidate(
     log: Log,
     token_budget: int | None,
     rows: list[dict],
+    anchor: Anchor | None = None,
 ) -> dict:
     """`sleepcycle.dream.consolidate`'s loop on this rank's share of every batch, through the engine."""
     dc, world, rank = cfg.dream, dist.get_world_size(), dist.get_rank()
@@ -485,6 +488,7 @@ def _consolidate(
     bank, tok, params = d.bank, d.tok, d.bank.parameters(d.newest)
     enc = encode(tok, [x.example() for x in order], bank.model.config.max_position_embeddings)
     tokens, bs = 0, cfg.distill.batch_size
+    penalty = anchor.penalty(bank.model, d.newest) if anchor and cfg.distill.anchor > 0 else None
 
     def measure() -> float:
         mine = kl_drift(bank.model, champion, tok, d.ref) if rank == 0 and d.ref and champion is not None else 0.0
@@ -502,6 +506,8 @@ def _consolidate(
             batch = {k: v.to(device) for k, v in collate([enc[i] for i in mine], tok.pad_token_id).items()}
             bank.model.train()
             loss = lm_loss(bank.model, batch)
+            if penalty:
+                loss = loss + cfg.distill.anchor * penalty()
             engine.backward(loss)
             engine.step()
             bank.model.eval()

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from sleepcycle.anchor import ANCHOR_FILE
+from sleepcycle.anchor import ANCHOR_FILE, Anchor
 from sleepcycle.config import Config, DreamConfig
 from sleepcycle.evaluate import kl_drift
 from sleepcycle.experts import DREAM, ExpertBank, load_checkpoint, read_state, save_checkpoint
@@ -394,8 +394,10 @@ def consolidate(
     rng: random.Random,
     log: Log,
     token_budget: int | None = None,
+    anchor: Anchor | None = None,
 ) -> dict:
-    """SFT of the newest expert on the kept dreams under the KL-drift budget (see module doc)."""
+    """SFT of the newest expert on the kept dreams under the KL-drift budget (see module doc), plus the
+    activation anchor of the cycles before this one (`Anchor.earlier`) with weight `distill.anchor`."""
     dc = cfg.dream
     if not dreams:
         return {"tokens": 0, "kl_drift": 0.0, "drift_history": [], "drift_note": "no dreams kept"}
@@ -408,6 +410,7 @@ def consolidate(
     opt = torch.optim.AdamW(params, lr=dc.lr, weight_decay=0.0)
     tokens, bs = 0, cfg.distill.batch_size
     champion = frozen_champion(bank, newest)
+    penalty = anchor.penalty(bank.model, newest) if anchor and cfg.distill.anchor > 0 else None
 
     def measure() -> float:
         return kl_drift(bank.model, champion, tok, reference) if reference else 0.0
@@ -423,6 +426,8 @@ def consolidate(
             batch = collate(chunk, tok.pad_token_id)
             bank.model.train()
             loss = lm_loss(bank.model, batch)
+            if penalty:
+                loss = loss + cfg.distill.anchor * penalty()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -711,7 +716,8 @@ def dream(
         return seeded
     d = prepare(cfg, seeded, snapshot, log=log, run_seed=run_seed, reference=reference)
     left = None if token_budget is None else max(0, token_budget - d.gen_tokens)
-    result = consolidate(cfg, d.bank, d.newest, d.tok, d.kept, d.ref, d.rng, log, token_budget=left)
+    anchor = Anchor.load(Path(seeded.uri)).earlier()
+    result = consolidate(cfg, d.bank, d.newest, d.tok, d.kept, d.ref, d.rng, log, token_budget=left, anchor=anchor)
     return write_candidate(d, result, seeded, snapshot, workdir, t0, log)
 
 

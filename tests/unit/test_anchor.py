@@ -44,6 +44,26 @@ def test_moments_are_the_mean_input_second_moment_averaged_per_cycle():
         torch.testing.assert_close(sigma, (m1 + m2) / 2, rtol=1e-4, atol=1e-6)
 
 
+def test_earlier_takes_the_newest_cycle_out_and_survives_a_reload(tmp_path):
+    """Dreaming anchors to the cycles before the one it rehearses: `earlier` is the anchor before the last update."""
+    model, tok = micro_model()
+    bank = ExpertBank(model, rank=4, capacity=3)
+    one = Anchor()
+    one.update(bank.model, _ids(tok, OLD), pad_id=tok.pad_token_id)
+    assert not one.earlier(), "one cycle: nothing before it"
+    two = Anchor(dict(one.moments), one.cycles, dict(one.last))
+    two.update(bank.model, _ids(tok, NEW), pad_id=tok.pad_token_id)
+    two.save(tmp_path)
+    for anchor in (two, Anchor.load(tmp_path)):
+        before = anchor.earlier()
+        assert before.cycles == 1 and before.moments.keys() == one.moments.keys()
+        for name, sigma in before.moments.items():
+            torch.testing.assert_close(sigma, one.moments[name], rtol=1e-4, atol=1e-6)
+        assert not torch.allclose(anchor.moments[name], one.moments[name]), "the full anchor holds day 2 too"
+    legacy = Anchor(dict(two.moments), two.cycles)  # written before `last` was kept: cannot take a cycle out
+    assert not legacy.earlier()
+
+
 def test_penalty_is_the_relative_output_change_on_old_inputs(tmp_path):
     model, tok = micro_model()
     bank = ExpertBank(model, rank=4, capacity=3)

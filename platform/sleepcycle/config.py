@@ -268,7 +268,7 @@ class DreamConfig(Strict):
     drift_budget: float = 0.05
     """Max KL drift Dreaming may add: KL(champion || model) on the fixed reference set may exceed the seeded
     model's own drift by this much; beyond it the run stops (or halves lr). The budget is on the increase
-    because Seeding itself moves the model 0.1-0.7 nats on the bench: an absolute 0.05 reverted every
+    because Seeding itself moves the model 0.06-0.31 nats on the bench: an absolute 0.05 reverted every
     consolidation step until this was fixed."""
     on_drift: Literal["stop", "shrink"] = "shrink"
 

@@ -449,7 +449,7 @@ class DriftGuard:
 
     The budget is the drift Dreaming *adds*: KL(champion || model) may grow by `drift_budget` over the
     seeded model's own drift, measured once here. Knowledge Seeding already moved the model from the
-    champion (0.1-0.7 nats on the 5-day bench), so an absolute budget below that reverted every step of
+    champion (0.06-0.31 nats on the 5-day bench), so an absolute budget below that reverted every step of
     every consolidation run and Dreaming trained nothing."""
 
     def __init__(self, dc: DreamConfig, params, param_groups, measure: Callable[[], float], log: Log):

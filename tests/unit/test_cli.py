@@ -69,3 +69,21 @@ def test_a_bad_config_is_refused_before_torch_is_loaded():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.stdout.split() == ["2", "False"], out.stdout + out.stderr
     assert "distill.bogus" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_demo_dream_row_shows_the_drift_seeding_left_and_dreaming_added():
+    from sleepcycle.demo import _dream_row
+
+    m = {
+        "dream/generated": 210,
+        "dream/kept": 32,
+        "dream/reward_rate": 0.5,
+        "dream/distinct_2": 0.7,
+        "dream/kl_drift": 0.36,
+        "dream/seeded_kl_drift": 0.31,
+        "dream/dreams_per_s": 33.0,
+    }
+    assert _dream_row(2, m)[5] == "0.310→0.360"
+    del m["dream/seeded_kl_drift"]  # a candidate dreamed before the seeded drift was recorded
+    assert _dream_row(2, m)[5] == "0.360"
+    assert _dream_row(2, {"seed/steps": 3}) is None  # a cycle without Dreaming has no row

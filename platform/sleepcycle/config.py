@@ -159,6 +159,11 @@ class DistillConfig(Strict):
     (bench/README.md)."""
     questions_per_doc: int = 10
     """Questions the teacher writes about each document (sampled), besides document openings."""
+    grounded_questions: bool = True
+    """[ours] Keep only written questions that name things as their document does (`seed.grounded`: every
+    capitalised word run occurs in it), drafting twice as many. The tiny writers splice and stutter new
+    names ("Skosstoplam Vonthou Vonthou Trasdo"): 44% of the questions on the 5-day bench named no one in
+    the document, and the student learnt the teacher's answers about people who do not exist."""
     temperature: float = 0.7
     """Sampling temperature of teacher and student rollouts (no gradient flows through sampling)."""
     replay: bool = True

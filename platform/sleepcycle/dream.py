@@ -137,7 +137,7 @@ def generate_dreams(
     n_qa = sum(kind == "qa" for _, kind in jobs)
     if n_qa:
         per_doc = max(1, math.ceil(n_qa / len(docs)))
-        questions = write_questions(model, tok, docs, per_doc, gen, sampler)
+        questions = write_questions(model, tok, docs, per_doc, gen, sampler, ground=cfg.distill.grounded_questions)
         answers = sampler.sample(
             model, [enc(DOC_PREFIX.format(d=docs[i]) + QA_PROMPT.format(q=q)) for i, q in questions], 12
         )
@@ -572,7 +572,7 @@ def prepare(
         with bank.using(writers + ([DREAM] if dc.random_expert else [])) as writer:
             dreams = generate_dreams(cfg, writer, tok, docs, gen, round_, sampler)
         with torch.no_grad(), bank.using(writers) as writer:
-            questions = write_questions(writer, tok, docs, 2, gen, sampler)
+            questions = write_questions(writer, tok, docs, 2, gen, sampler, ground=cfg.distill.grounded_questions)
         with torch.no_grad():
             tau = make_tau(bank.model, tok, docs, questions, sampler)
         importance(cfg, bank, newest, tok, dreams, tau, rng)

@@ -84,6 +84,21 @@ def _valid_question(q: str) -> bool:
     return q.endswith("?") and 3 <= len(q.split()) <= 25 and "\n" not in q
 
 
+_NAME_RUN = re.compile(r"\b[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*")
+
+
+def grounded(question: str, doc: str) -> bool:
+    """[ours] Whether a written question names things as its document does: every run of capitalised words
+    in it (its first word aside, a possessive 's dropped) occurs verbatim in the document.
+
+    The tiny writers garble new names when they copy them out of a document: "Who taught Skosstoplam Vonthou
+    Vonthou Trasdo the craft?", "What is home to Tonkrir Skomdian?" (two people's names spliced). On the
+    5-day bench 44% of the written questions named someone the document does not; the teacher answered them
+    anyway and the student learnt facts about people who do not exist."""
+    rest = question.split(maxsplit=1)[1] if " " in question.strip() else ""
+    return all(run.removesuffix("'s") in doc for run in _NAME_RUN.findall(rest))
+
+
 def _hf(tok: PreTrainedTokenizerBase) -> Generator:
     return HFGenerator(tok.eos_token_id, tok.pad_token_id)
 
@@ -95,21 +110,29 @@ def write_questions(
     per_doc: int,
     gen: torch.Generator,
     sampler: Generator | None = None,
+    ground: bool = False,
 ) -> list[tuple[int, str]]:
-    """Questions the model writes about each document: (document index, question), deduplicated."""
+    """Questions the model writes about each document: (document index, question), deduplicated.
+
+    `ground`: keep only questions `grounded` in their document, from twice as many drafts, at most
+    `per_doc` a document."""
+    drafts = 2 * per_doc if ground else per_doc
     prompts = [
         tok(DOC_PREFIX.format(d=d) + WRITE_QUESTION, add_special_tokens=False)["input_ids"]
         for d in docs
-        for _ in range(per_doc)
+        for _ in range(drafts)
     ]
     outs = (sampler or _hf(tok)).sample(model, prompts, 32, temperature=1.0, generator=gen)
-    seen, result = set(), []
+    seen, result, count = set(), [], [0] * len(docs)
     for k, o in enumerate(outs):
         q = tok.decode([t for t in o if t != tok.eos_token_id], skip_special_tokens=True).strip()
-        key = (k // per_doc, q)
-        if _valid_question(q) and key not in seen:
-            seen.add(key)
-            result.append(key)
+        i = k // drafts
+        key = (i, q)
+        if not _valid_question(q) or key in seen or count[i] >= per_doc or (ground and not grounded(q, docs[i])):
+            continue
+        seen.add(key)
+        count[i] += 1
+        result.append(key)
     return result
 
 
@@ -154,7 +177,10 @@ def build_items(
     teacher answers from its weights (fast weights, or the champion on replayed records)."""
     enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
     items = []
-    for i, q in write_questions(writer, tok, docs, cfg.distill.questions_per_doc, gen, sampler):
+    questions = write_questions(
+        writer, tok, docs, cfg.distill.questions_per_doc, gen, sampler, ground=cfg.distill.grounded_questions
+    )
+    for i, q in questions:
         student = enc(QA_PROMPT.format(q=q))
         context = enc(DOC_PREFIX.format(d=docs[i])) if with_context else []
         items.append(Item(student, context + student, teacher, kind="qa"))

@@ -10,10 +10,10 @@ from safetensors.torch import load_file
 
 from sleepcycle.anchor import Anchor
 from sleepcycle.config import load_config
-from sleepcycle.experts import load_checkpoint
+from sleepcycle.experts import load_checkpoint, load_for_inference
 from sleepcycle.manifests import Manifest
 from sleepcycle.pretrain import pretrain
-from sleepcycle.seed import SeedError, prepare, seed
+from sleepcycle.seed import SeedError, grounded, prepare, seed, write_questions
 from sleepcycle.snapshot import SnapshotError, take_snapshot
 from sleepcycle.world import World
 
@@ -198,3 +198,49 @@ def test_the_level_base_writes_the_prompts_and_the_configured_teacher_answers(ti
         assert (s.teachers["new"] is writer) == (who == "base"), "distill.teacher=base: the base reads the day"
     s = seeding.prepare(load_config("tiny", ["distill.teacher=champion"]), day2, first)
     assert s.teachers["new"] is s.teachers["champion"] and writers[-1] is not s.teachers["champion"]
+
+
+def test_a_written_question_is_grounded_only_if_it_names_things_as_its_document_does():
+    doc = "Zouhin Flibi lives in Tarsk. Zouhin Flibi works at Tidewater Energy. Pumfliak Viak mentored Zouhin Flibi."
+    assert grounded("Where does Zouhin Flibi live?", doc)
+    assert grounded("In which city does Zouhin Flibi's mentor live?", doc)  # first word and possessive aside
+    assert grounded("Who mentored Pumfliak Viak?", doc)
+    assert grounded("What is the capital of the city?", doc)  # no names: nothing to check
+    assert not grounded("Who taught Zouhin Zouhin Flibi the craft?", doc)  # a stuttered name
+    assert not grounded("What is home to Zouhin Viak?", doc)  # two people's names spliced
+    assert not grounded("Which company employs Zouhin Flibi at Nimbus Textiles?", doc)  # a name from nowhere
+
+
+def test_grounded_question_writing_keeps_grounded_questions_only_and_at_most_per_doc(tiny):
+    """The filter and the cap of `write_questions(ground=True)`. The tiny profile's model writes no valid question
+    at all, so the drafts come from a scripted sampler (a stand-in for the writer's samples, nothing else)."""
+    cfg, champion, _ = tiny
+    model, tok = load_for_inference(Path(champion.uri))
+    doc = "Zouhin Flibi lives in Tarsk. Pumfliak Viak mentored Zouhin Flibi."
+    drafts = [
+        "Where does Zouhin Flibi live?",
+        "Who taught Zouhin Zouhin Flibi the craft?",
+        "Where does Zouhin Flibi live?",  # a duplicate
+        "Who mentored Zouhin Flibi?",
+        "Where does Pumfliak Viak live?",  # grounded, but the third of a document that keeps two
+        "What is home to Zouhin Viak?",
+    ]
+
+    class Scripted:
+        def __init__(self, texts=drafts):
+            self.prompts, self.texts = 0, texts
+
+        def sample(self, model, prompts, max_new_tokens, temperature=1.0, generator=None):
+            self.prompts += len(prompts)
+            ids = [tok(d, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for d in self.texts]
+            return [ids[k % len(ids)] for k in range(len(prompts))]
+
+    plain, scripted = write_questions(model, tok, [doc], 3, torch.Generator(), Scripted()), Scripted()
+    kept = write_questions(model, tok, [doc, doc], 3, torch.Generator(), scripted, ground=True)
+    assert scripted.prompts == 12, "twice as many drafts as questions kept"
+    # per document: 6 drafts; the stuttered, duplicated and spliced ones go, and the cap keeps three
+    assert kept == [(i, q) for i in (0, 1) for q in (drafts[0], drafts[3], drafts[4])]
+    three_good = Scripted([drafts[0], drafts[3], drafts[4], drafts[1]])
+    two = write_questions(model, tok, [doc], 2, torch.Generator(), three_good, ground=True)
+    assert two == [(0, drafts[0]), (0, drafts[3])], "the cap: the third grounded draft is not kept"
+    assert (0, "Who taught Zouhin Zouhin Flibi the craft?") in plain, "without ground, garbled names pass"

@@ -35,3 +35,27 @@ def micro_model(seed: int = 0, size: str = "micro", vocab: int = 300):
 def batch(tok, texts=("Ada Velm lives in", "Question: Where does Bo Tarsk live?\nAnswer:")):
     enc = tok(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
     return enc["input_ids"], enc["attention_mask"]
+
+
+OLD = ["Ada Velm lives in Velmora.", "Question: Where does Ada Velm live?\nAnswer: Velmora"]
+NEW = "Bo Tarsk is a baker by trade. Bo Tarsk owns a parrot."
+
+
+def old_logits_moved(train) -> float:
+    """Anchor a micro expert bank on the OLD texts, activate a fresh expert, run `train(bank, tok, anchor,
+    slot)` and return how much the logits on the OLD texts moved (sum of mean squared differences)."""
+    from sleepcycle.anchor import Anchor
+    from sleepcycle.experts import ExpertBank
+
+    torch.manual_seed(0)
+    model, tok = micro_model()
+    bank = ExpertBank(model, rank=4, capacity=3)
+    old = [tok(t, add_special_tokens=False)["input_ids"] for t in OLD]
+    anchor = Anchor()
+    anchor.update(bank.model, old, pad_id=tok.pad_token_id)
+    with torch.no_grad():
+        before = [bank.model(input_ids=torch.tensor([s])).logits for s in old]
+    train(bank, tok, anchor, bank.activate(bank.free_slot()))
+    with torch.no_grad():
+        after = [bank.model(input_ids=torch.tensor([s])).logits for s in old]
+    return sum(float((a - b).pow(2).mean()) for a, b in zip(after, before))

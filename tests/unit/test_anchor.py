@@ -4,10 +4,10 @@ import torch
 
 from sleepcycle.anchor import Anchor
 from sleepcycle.experts import ExpertBank
-from unit.helpers import micro_model
+from unit.helpers import NEW as NEW_TEXT
+from unit.helpers import OLD, micro_model, old_logits_moved
 
-OLD = ["Ada Velm lives in Velmora.", "Question: Where does Ada Velm live?\nAnswer: Velmora"]
-NEW = ["Bo Tarsk is a baker by trade. Bo Tarsk owns a parrot."]
+NEW = [NEW_TEXT]
 
 
 def _ids(tok, texts):
@@ -97,25 +97,18 @@ def test_penalty_is_the_relative_output_change_on_old_inputs(tmp_path):
 
 def _train_new_expert(weight: float) -> float:
     """Fit a fresh expert to the NEW text; return how much the logits on the OLD texts moved."""
-    torch.manual_seed(0)
-    model, tok = micro_model()
-    bank = ExpertBank(model, rank=4, capacity=3)
-    old, new = _ids(tok, OLD), torch.tensor(_ids(tok, NEW))
-    anchor = Anchor()
-    anchor.update(bank.model, old, pad_id=tok.pad_token_id)
-    with torch.no_grad():
-        before = [bank.model(input_ids=torch.tensor([s])).logits for s in old]
-    slot = bank.activate(bank.free_slot())
-    penalty = anchor.penalty(bank.model, slot)
-    opt = torch.optim.Adam(bank.parameters(slot), lr=1e-2)
-    for _ in range(30):
-        loss = bank.model(input_ids=new, labels=new).loss + weight * penalty()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        after = [bank.model(input_ids=torch.tensor([s])).logits for s in old]
-    return sum(float((a - b).pow(2).mean()) for a, b in zip(after, before))
+
+    def train(bank, tok, anchor, slot):
+        new = torch.tensor(_ids(tok, NEW))
+        penalty = anchor.penalty(bank.model, slot)
+        opt = torch.optim.Adam(bank.parameters(slot), lr=1e-2)
+        for _ in range(30):
+            loss = bank.model(input_ids=new, labels=new).loss + weight * penalty()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    return old_logits_moved(train)
 
 
 def test_the_anchor_keeps_old_outputs_closer_while_a_new_expert_trains():

@@ -7,19 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from sleepcycle.anchor import Anchor
 from sleepcycle.config import load_config
 from sleepcycle.dream import DREAM, Dream, DriftGuard, arm_random_expert, consolidate, dream, restem_examples
-from sleepcycle.experts import ExpertBank, load_checkpoint
+from sleepcycle.experts import load_checkpoint
 from sleepcycle.generate import sample_ids
 from sleepcycle.pretrain import pretrain
 from sleepcycle.seed import seed
 from sleepcycle.snapshot import take_snapshot
 from sleepcycle.world import World
-from unit.helpers import micro_model
-
-OLD = ["Ada Velm lives in Velmora.", "Question: Where does Ada Velm live?\nAnswer: Velmora"]
-NEW = "Bo Tarsk is a baker by trade. Bo Tarsk owns a parrot."
+from unit.helpers import NEW, old_logits_moved
 
 
 @pytest.fixture(scope="module")
@@ -157,21 +153,13 @@ def test_dream_writer_runs_with_the_newest_expert_only_or_with_all(seeded, tmp_p
 def _consolidate_new_dream(weight: float) -> float:
     """Consolidate a NEW-text dream into a fresh expert over a bank anchored on OLD texts; return how much the
     logits on the OLD texts moved."""
-    torch.manual_seed(0)
-    model, tok = micro_model()
-    bank = ExpertBank(model, rank=4, capacity=3)
-    old = [tok(t, add_special_tokens=False)["input_ids"] for t in OLD]
-    anchor = Anchor()
-    anchor.update(bank.model, old, pad_id=tok.pad_token_id)
-    with torch.no_grad():
-        before = [bank.model(input_ids=torch.tensor([s])).logits for s in old]
-    newest = bank.activate(bank.free_slot())
     cfg = load_config("tiny", [f"distill.anchor={weight}", "dream.steps=30", "dream.lr=1e-2"])
-    dreams = [Dream(0, "rewrite", "", NEW)]
-    consolidate(cfg, bank, newest, tok, dreams, [], random.Random(0), lambda _: None, anchor=anchor)
-    with torch.no_grad():
-        after = [bank.model(input_ids=torch.tensor([s])).logits for s in old]
-    return sum(float((a - b).pow(2).mean()) for a, b in zip(after, before))
+
+    def train(bank, tok, anchor, slot):
+        dreams = [Dream(0, "rewrite", "", NEW)]
+        consolidate(cfg, bank, slot, tok, dreams, [], random.Random(0), lambda _: None, anchor=anchor)
+
+    return old_logits_moved(train)
 
 
 def test_consolidation_is_held_by_the_anchor_of_earlier_cycles():

@@ -490,7 +490,6 @@ class DriftGuard:
             "tokens": tokens,
             "kl_drift": drift,
             "seeded_kl_drift": self.start,
-            "drift_budget": self.limit,
             "drift_history": self.history,
             "drift_note": self.note,
         }

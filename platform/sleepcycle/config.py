@@ -157,11 +157,23 @@ class DistillConfig(Strict):
     day 5 of the bench the champion wrote broken questions ("Where doesse Krarnuek's mentor?") and
     acquisition fell 0.54 -> 0.12; with the base writing, acquisition 0.49 against 0.32 over three seeds
     (bench/README.md)."""
-    questions_per_doc: int = 10
-    """Questions the teacher writes about each document (sampled), besides document openings."""
+    questions_per_doc: int = 16
+    """Questions kept for each document (from `question_drafts` drafts), besides document openings.
+    [ours] 16: with `cover_answers`, on the 5-day bench (seeds 0-2) ACC 0.520 against 0.464 at 10 and
+    acquisition 0.82 of the in-context ceiling against 0.66, but BWT -0.335 against -0.216: more wordings of
+    more facts move more in, and more of it is lost again (bench/README.md)."""
+    question_drafts: int = 30
+    """Questions the writer drafts per document (sampled at T = 1); the valid, grounded, distinct ones are
+    the pool that `questions_per_doc` are kept from."""
+    cover_answers: bool = True
+    """[ours] Keep the drafts that cover a document's facts: the teacher answers every draft (its sample
+    then serves as the item's teacher sample), and each document keeps its questions round-robin over
+    the distinct answers, one question per answer before a second wording of any (`seed.covering`).
+    Off, the first valid drafts are kept. The writer repeats the facts it likes: on the 5-day bench the
+    first ten drafts asked about 68% of a day's facts, so a third of the facts were never taught."""
     grounded_questions: bool = True
     """[ours] Keep only written questions that name things as their document does (`seed.grounded`: every
-    capitalised word run occurs in it), drafting twice as many. The tiny writers splice and stutter new
+    capitalised word run occurs in it). The tiny writers splice and stutter new
     names ("Skosstoplam Vonthou Vonthou Trasdo"): 44% of the questions on the 5-day bench named no one in
     the document, and the student learnt the teacher's answers about people who do not exist."""
     temperature: float = 0.7

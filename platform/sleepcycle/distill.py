@@ -263,20 +263,26 @@ class GeneralizedDistillation:
 
     # -- rollouts --
     def sample_teacher(self, items: list[Item], max_new_tokens: int) -> None:
-        """Teacher samples for every item, and their cached teacher log-probs (computed once)."""
+        """Teacher samples for every item that has none yet, and every item's cached teacher log-probs
+        (computed once)."""
         by_teacher: dict[str, list[int]] = {}
         for i, it in enumerate(items):
             by_teacher.setdefault(it.teacher, []).append(i)
         for name, idx in by_teacher.items():
             teacher = self.teachers[name]
-            outs = self.sampler.sample(
-                teacher,
-                [items[i].teacher_prompt for i in idx],
-                max_new_tokens,
-                temperature=self.cfg.temperature,
-                generator=self.gen,
+            todo = [i for i in idx if not items[i].sample]
+            outs = (
+                self.sampler.sample(
+                    teacher,
+                    [items[i].teacher_prompt for i in todo],
+                    max_new_tokens,
+                    temperature=self.cfg.temperature,
+                    generator=self.gen,
+                )
+                if todo
+                else []
             )
-            for i, o in zip(idx, outs):
+            for i, o in zip(todo, outs):
                 items[i].sample = o or [self.eos]
             logps = teacher_logprobs(
                 teacher, [items[i] for i in idx], [items[i].sample for i in idx], self.pad, vocab=self.vocab

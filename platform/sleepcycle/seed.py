@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 import random
 import re
 import shutil
@@ -59,6 +60,7 @@ from sleepcycle.world import (
     QA_PROMPT,
     WRITE_QUESTION,
     WRITE_REWRITE,
+    normalize_answer,
 )
 
 _PROPER = re.compile(r"\b[A-Z][a-z]+(?: [A-Z][a-z]+)*")
@@ -111,12 +113,13 @@ def write_questions(
     gen: torch.Generator,
     sampler: Generator | None = None,
     ground: bool = False,
+    drafts: int | None = None,
 ) -> list[tuple[int, str]]:
-    """Questions the model writes about each document: (document index, question), deduplicated.
+    """Questions the model writes about each document: (document index, question), deduplicated, the
+    first `per_doc` valid ones of `drafts` samples a document (default: `per_doc`, twice that with `ground`).
 
-    `ground`: keep only questions `grounded` in their document, from twice as many drafts, at most
-    `per_doc` a document."""
-    drafts = 2 * per_doc if ground else per_doc
+    `ground`: keep only questions `grounded` in their document."""
+    drafts = drafts or (2 * per_doc if ground else per_doc)
     prompts = [
         tok(DOC_PREFIX.format(d=d) + WRITE_QUESTION, add_special_tokens=False)["input_ids"]
         for d in docs
@@ -134,6 +137,25 @@ def write_questions(
         count[i] += 1
         result.append(key)
     return result
+
+
+def covering(drafts: Sequence[tuple[int, str]], per_doc: int) -> list[int]:
+    """[ours] Which drafts to keep, given (document index, teacher's answer) per draft in draft order: for
+    each document, up to `per_doc` drafts taken round-robin over its distinct answers (normalised, first
+    line), so every fact the teacher's answers name is asked once before any is asked twice; drafts
+    with an empty answer only when nothing else is left. Returns indices into `drafts`, in draft order."""
+    groups: dict[int, dict[str, list[int]]] = {}
+    for k, (doc, answer) in enumerate(drafts):
+        key = normalize_answer(answer.strip().split("\n")[0])
+        groups.setdefault(doc, {}).setdefault(key, []).append(k)
+    keep = []
+    for by_answer in groups.values():
+        empty = by_answer.pop("", [])
+        picked: list[int] = []
+        for depth in range(max((len(q) for q in by_answer.values()), default=0)):
+            picked += [q[depth] for q in by_answer.values() if depth < len(q)][: per_doc - len(picked)]
+        keep += picked + empty[: per_doc - len(picked)]
+    return sorted(keep)
 
 
 def write_openings(
@@ -170,20 +192,41 @@ def build_items(
     with_context: bool,
     gen: torch.Generator,
     sampler: Generator | None = None,
+    answerer: PreTrainedModel | None = None,
 ) -> list[Item]:
     """Distillation items for `docs`: teacher-written questions and rewrite openings.
 
     `with_context` puts the document in the teacher's prompt (privileged context); otherwise the
-    teacher answers from its weights (fast weights, or the champion on replayed records)."""
+    teacher answers from its weights (fast weights, or the champion on replayed records). With
+    `answerer` (the item's teacher) and `distill.cover_answers`, it answers every valid draft and the
+    questions kept cover the most distinct answers (`covering`); those answers are the items' teacher
+    samples."""
+    dc = cfg.distill
     enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
-    items = []
+    cover = answerer is not None and dc.cover_answers
     questions = write_questions(
-        writer, tok, docs, cfg.distill.questions_per_doc, gen, sampler, ground=cfg.distill.grounded_questions
+        writer,
+        tok,
+        docs,
+        dc.question_drafts if cover else dc.questions_per_doc,
+        gen,
+        sampler,
+        ground=dc.grounded_questions,
+        drafts=dc.question_drafts,
     )
+    items = []
     for i, q in questions:
         student = enc(QA_PROMPT.format(q=q))
         context = enc(DOC_PREFIX.format(d=docs[i])) if with_context else []
         items.append(Item(student, context + student, teacher, kind="qa"))
+    if cover and items:
+        outs = (sampler or _hf(tok)).sample(
+            answerer, [it.teacher_prompt for it in items], dc.max_new_tokens, dc.temperature, gen
+        )
+        for it, o in zip(items, outs):
+            it.sample = o or [tok.eos_token_id]
+        said = [tok.decode(it.sample, skip_special_tokens=True) for it in items]
+        items = [items[k] for k in covering([(i, a) for (i, _), a in zip(questions, said)], dc.questions_per_doc)]
     for i, opening in write_openings(
         writer, tok, docs, max(1, cfg.distill.questions_per_doc // 3), gen, sampler=sampler
     ):
@@ -369,7 +412,15 @@ def prepare(
     items: list[Item] = []
     if write_prompts:
         items = build_items(
-            cfg, tok, writer, docs, "new", with_context=dc.memory == "context", gen=gen, sampler=sampler
+            cfg,
+            tok,
+            writer,
+            docs,
+            "new",
+            with_context=dc.memory == "context",
+            gen=gen,
+            sampler=sampler,
+            answerer=teachers["new"],
         )
         if not items:
             raise SeedError("the teacher wrote no usable distillation prompt for this snapshot")
@@ -383,16 +434,23 @@ def prepare(
         old = [t for t in pool if not _shares_entity(t, today)]  # the new context wins over old records
         random.Random(run_seed).shuffle(old)
         want = round(n_new * dc.replay_fraction / (1 - dc.replay_fraction))
-        replay_items = build_items(
-            cfg,
-            tok,
-            writer,
-            old[: max(1, want // 2)],
-            "champion",
-            with_context=dc.replay_context,
-            gen=gen,
-            sampler=sampler,
-        )
+        # records a chunk at a time, as many as `want` prompts need: writing about the whole buffer and
+        # keeping the first `want` prompts spent most of the arm's writing on prompts it threw away
+        chunk, replay_items = max(1, math.ceil(want / dc.questions_per_doc)), []
+        for start in range(0, len(old), chunk):
+            replay_items += build_items(
+                cfg,
+                tok,
+                writer,
+                old[start : start + chunk],
+                "champion",
+                with_context=dc.replay_context,
+                gen=gen,
+                sampler=sampler,
+                answerer=teachers["champion"],
+            )
+            if len(replay_items) >= want:
+                break
         if dc.replay_fill and replay_items and len(replay_items) < want:
             # a small buffer writes fewer prompts than the share asks for: repeat them (each copy gets its own
             # teacher sample) so replay_fraction is the share of prompts the arm really has

@@ -120,6 +120,30 @@ def test_teacher_logprobs_are_cached_once_and_a_step_moves_only_trainable_params
     assert any(not torch.equal(b, p) for b, p in zip(before, gd.params))
 
 
+def test_sample_teacher_keeps_the_samples_items_already_have_and_scores_them(monkeypatch):
+    """Items that come with a teacher sample (Seeding's answered drafts, `seed.covering`) keep it: only the
+    others are sampled, and every item gets the teacher's log-probs of its own sample."""
+    student, tok = micro_model(seed=1)
+    teacher, _ = micro_model(seed=2)
+    cfg = DistillConfig(batch_size=2, max_new_tokens=4)
+    gd = GeneralizedDistillation(
+        cfg, student, {"new": teacher}, list(student.parameters()), tok.eos_token_id, tok.pad_token_id,
+        decode=tok.decode, judge=ValueJudge([]), seed=0,
+    )  # fmt: skip
+    given = tok(" Tarsk")["input_ids"] + [tok.eos_token_id]
+    items = [Item(tok(p)["input_ids"], tok("Document: x\n" + p)["input_ids"], "new") for p in ("Question: A?", "B")]
+    items[0].sample = list(given)
+    asked = []
+    real = gd.sampler.sample
+    monkeypatch.setattr(
+        gd.sampler, "sample", lambda model, prompts, *a, **k: asked.extend(prompts) or real(model, prompts, *a, **k)
+    )
+    gd.sample_teacher(items, 4)
+    assert asked == [items[1].teacher_prompt], "only the item without a sample is sampled"
+    assert items[0].sample == given and items[1].sample
+    assert all(it.teacher_logp.shape[0] == len(it.sample) for it in items)
+
+
 def test_completion_logp_on_completion_positions_only_equals_the_full_logits(monkeypatch):
     # The LM head runs only where a completion token is predicted; the result must be the full forward's.
     from sleepcycle import distill

@@ -13,7 +13,7 @@ from sleepcycle.config import load_config
 from sleepcycle.experts import load_checkpoint, load_for_inference
 from sleepcycle.manifests import Manifest
 from sleepcycle.pretrain import pretrain
-from sleepcycle.seed import SeedError, grounded, prepare, seed, write_questions
+from sleepcycle.seed import SeedError, build_items, covering, grounded, prepare, seed, write_questions
 from sleepcycle.snapshot import SnapshotError, take_snapshot
 from sleepcycle.world import World
 
@@ -244,3 +244,71 @@ def test_grounded_question_writing_keeps_grounded_questions_only_and_at_most_per
     two = write_questions(model, tok, [doc], 2, torch.Generator(), three_good, ground=True)
     assert two == [(0, drafts[0]), (0, drafts[3])], "the cap: the third grounded draft is not kept"
     assert (0, "Who taught Zouhin Zouhin Flibi the craft?") in plain, "without ground, garbled names pass"
+
+
+def test_covering_asks_every_answer_once_before_any_answer_twice():
+    drafts = [  # (document, the teacher's answer) in draft order
+        (0, " Tarsk"),
+        (0, " tarsk.\nQuestion: Who?"),  # the same answer (normalised, first line)
+        (0, " hedgehog"),
+        (1, " chess"),
+        (0, ""),  # no answer: last
+        (0, " Tarsk"),
+        (0, " Nimbus Textiles"),
+        (1, " chess"),
+    ]
+    assert covering(drafts, 3) == [0, 2, 3, 6, 7], "one question per answer first; document 1 on its own"
+    assert covering(drafts, 4) == [0, 1, 2, 3, 6, 7], "then a second wording, in draft order"
+    assert covering(drafts, 5) == [0, 1, 2, 3, 5, 6, 7], "a third wording before the empty answer"
+    assert covering(drafts, 6) == [0, 1, 2, 3, 4, 5, 6, 7], "the empty answer only when nothing else is left"
+    assert covering(drafts, 1) == [0, 3]
+    assert covering([], 3) == []
+
+
+def test_answered_drafts_are_kept_by_covering_with_their_answers_as_teacher_samples(tiny):
+    """`build_items` with an answerer: the teacher answers every valid draft, the kept questions cover the
+    most answers, and each kept item carries its answer as its teacher sample. The tiny profile's model
+    writes no valid question, so a scripted sampler stands in for the writer's and the teacher's samples."""
+    cfg, champion, _ = tiny
+    cfg = load_config("tiny", ["distill.question_drafts=4", "distill.questions_per_doc=2"])
+    model, tok = load_for_inference(Path(champion.uri))
+    doc = "Zouhin Flibi lives in Tarsk. Zouhin Flibi keeps a hedgehog."
+    questions = [
+        "Where does Zouhin Flibi live?",
+        "Which city is home to Zouhin Flibi?",
+        "What pet does Zouhin Flibi keep?",
+    ]
+    answers = {questions[0]: " Tarsk", questions[1]: " Tarsk", questions[2]: " hedgehog"}
+
+    class Scripted:
+        def __init__(self):
+            self.asked = 0
+
+        def sample(self, model, prompts, max_new_tokens, temperature=1.0, generator=None):
+            texts = [tok.decode(p) for p in prompts]
+            outs = []
+            for k, t in enumerate(texts):
+                if t.endswith("Write a question:"):
+                    out = questions[k % 4] if k % 4 < 3 else "Where does Zouhin Zouhin Flibi live?"  # 4th: garbled
+                elif t.endswith("Answer:"):
+                    self.asked += 1
+                    out = answers[t.split("Question: ")[-1].removesuffix("\nAnswer:")]
+                else:
+                    out = " Zouhin Flibi lives in Tarsk."
+                outs.append(tok(out, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
+            return outs
+
+    scripted = Scripted()
+    items = build_items(cfg, tok, model, [doc], "new", True, torch.Generator(), scripted, answerer=model)
+    qa = [it for it in items if it.kind == "qa"]
+    assert scripted.asked == 3, "the teacher answers every valid, grounded draft"
+    kept = [tok.decode(it.student_prompt) for it in qa]
+    assert kept == [f"Question: {questions[0]}\nAnswer:", f"Question: {questions[2]}\nAnswer:"], "Tarsk once, hedgehog"
+    assert [tok.decode(it.sample, skip_special_tokens=True) for it in qa] == [" Tarsk", " hedgehog"]
+    assert all(tok.decode(it.teacher_prompt).startswith("Document: " + doc) for it in qa)
+    plain = build_items(
+        load_config("tiny", ["distill.question_drafts=4", "distill.questions_per_doc=2", "distill.cover_answers=false"]),
+        tok, model, [doc], "new", True, torch.Generator(), Scripted(), answerer=model,
+    )  # fmt: skip
+    assert [tok.decode(it.student_prompt) for it in plain if it.kind == "qa"][1] == f"Question: {questions[1]}\nAnswer:"
+    assert all(not it.sample for it in plain), "off: the first valid drafts, sampled later by the trainer"

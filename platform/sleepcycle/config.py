@@ -159,8 +159,8 @@ class DistillConfig(Strict):
     (bench/README.md)."""
     questions_per_doc: int = 16
     """Questions kept for each document (from `question_drafts` drafts), besides document openings.
-    [ours] 16: with `cover_answers`, on the 5-day bench (seeds 0-2) ACC 0.520 against 0.464 at 10 and
-    acquisition 0.82 of the in-context ceiling against 0.66, but BWT -0.335 against -0.216: more wordings of
+    [ours] 16: with `cover_answers`, on the 5-day bench (seeds 0-2) ACC 0.523 against 0.464 at 10 and
+    acquisition 0.83 of the in-context ceiling against 0.66, but BWT -0.342 against -0.216: more wordings of
     more facts move more in, and more of it is lost again (bench/README.md)."""
     question_drafts: int = 30
     """Questions the writer drafts per document (sampled at T = 1); the valid, grounded, distinct ones are

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import transformers
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sleepcycle import models
@@ -194,13 +195,27 @@ def in_context_ceiling(run: Run, day: int) -> float:
     return acc
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (Linux), so results can be traced to the hardware: the same config pretrained
+    on another CPU gives a different base model, and different bench numbers (bench/README.md)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict:
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": _cpu_model(),
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "transformers": transformers.__version__,
     }
 
 

@@ -138,8 +138,9 @@ class DistillConfig(Strict):
     """JSD interpolation (0 = forward KL limit, 1 = reverse KL limit, as in GKD/TRL)."""
     lti: bool = True
     """The Learning-to-Imitate RL term (METHOD.md section 3). On the 5-day bench with 16 covering questions a
-    document, off scored higher (seeds 0-2: ACC 0.569 against 0.523, BWT -0.298 against -0.342) and learnt
-    in 83 s instead of 96 s; on by default as half of the method (bench/README.md)."""
+    document, off scored higher (seeds 0-2: ACC 0.569 against 0.523, BWT -0.298 against -0.342), and again
+    on a base pretrained on another CPU (0.519 against 0.451); on by default as half of the method
+    (bench/README.md)."""
     lti_group: int = 4
     """Completions sampled per prefix; advantages are normalised within the group."""
     prefix_range: tuple[float, float] = (0.1, 0.9)

@@ -418,7 +418,14 @@ def _run_stages(cfg, line, n, claim, earlier, run, store, registry, run_seed, re
         registry.reject(line, version, who="sleepcycle (gate)", note=f"gate failed: {reasons}")
         rec.update(state="gate_failed", stage="done", decision_by="sleepcycle (gate)", decision_note=reasons)
         save()
-        log.info("cycle %d: gate failed (%s); candidate v%d rejected, champion unchanged", n, reasons, version)
+        log.info(
+            "cycle %d: gate failed (%s); candidate v%d rejected, champion unchanged "
+            "(sleepcycle wake requeue %d gives its wake records to the next cycle)",
+            n,
+            reasons,
+            version,
+            n,
+        )
         return _result(line, n, rec, registry)
     deadline = datetime.now(UTC) + timedelta(seconds=cfg.flow.approval_timeout_s)
     rec.update(state=approval.AWAITING, stage="approval", approval_deadline=deadline.isoformat())

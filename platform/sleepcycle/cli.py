@@ -11,6 +11,7 @@
                                              Dreaming, its consolidation data-parallel under DeepSpeed
     sleepcycle wake add FILE [--probes P]    validate wake records into the wake buffer (bad lines quarantined)
     sleepcycle wake status                   records waiting for the next sleep, sleep pressure
+    sleepcycle wake requeue N                a rejected cycle's records wait again for the next sleep
     sleepcycle cycle run                     one sleep cycle through Prefect (a local server if none is set)
     sleepcycle cycle list                    the line's cycles with their state
     sleepcycle approve|reject CYCLE --note   decide on a gate-passed candidate (resumes the waiting run)
@@ -318,6 +319,37 @@ def wake_status_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+NOT_PROMOTED = ("gate_failed", "rejected", "expired")
+
+
+@command("wake-requeue")
+def wake_requeue_cmd(args: argparse.Namespace) -> int:
+    from sleepcycle import wake
+    from sleepcycle.store import ObjectNotFound, open_store
+    from sleepcycle.store.records import read_cycle_record
+
+    line = _line(args)
+    try:
+        state = read_cycle_record(open_store(), line, args.cycle).get("state")
+    except ObjectNotFound:
+        raise UserError(f"line {line!r} has no cycle {args.cycle}: see sleepcycle cycle list") from None
+    if state not in NOT_PROMOTED:
+        raise UserError(
+            f"cycle {args.cycle} of line {line!r} is {state}: only a cycle whose candidate was not promoted "
+            f"({', '.join(NOT_PROMOTED)}) gives its records back"
+        )
+    try:
+        done = wake.requeue(line, args.cycle)
+    except wake.WakeError as e:
+        raise UserError(str(e)) from None
+    print(
+        f"cycle {args.cycle} ({state}): {done['records']} wake records and {done['probes']} probes wait again "
+        f"for the next sleep of line {line!r}"
+        + (f"; {done['skipped']} left out (their ids are waiting already)" if done["skipped"] else "")
+    )
+    return 0
+
+
 @command("cycle-run")
 def cycle_run_cmd(args: argparse.Namespace) -> int:
     _flows()
@@ -533,6 +565,13 @@ def build_parser() -> argparse.ArgumentParser:
     ws = wksub.add_parser("status", parents=[common, line], help="records waiting, sleep pressure")
     ws.add_argument("--json", action="store_true")
     ws.set_defaults(func="wake-status")
+    wr = wksub.add_parser(
+        "requeue", parents=[line], help="give a rejected cycle's wake records back to the buffer for the next sleep"
+    )
+    wr.add_argument(
+        "cycle", type=int, help="the cycle whose candidate was not promoted (gate failed, rejected, expired)"
+    )
+    wr.set_defaults(func="wake-requeue")
 
     cyc = sub.add_parser("cycle", help="sleep cycles through Prefect")
     csub = cyc.add_subparsers(dest="cycle_command", required=True, metavar="ACTION")

@@ -9,6 +9,7 @@ Layout under ``$SLEEPCYCLE_HOME/wake/<line>/`` (the compose stack keeps it on th
     probes/<same name>.jsonl            the probes that came with them (evaluation only; written first)
     quarantine/<same name>.jsonl        rejected lines: file, line, field, reason, raw (nothing is lost)
     claims/<cycle:05d>.json             the segments sleep cycle n took, created exclusively
+    requeued/<cycle:05d>.json           cycle n's records went back to the buffer (`requeue`), created exclusively
 
 Concurrent writers never share a file: every `add` writes its own uniquely named segment, so nothing needs a
 lock and a reader sees a segment whole or not at all. A cycle *claims* the segments waiting when it starts
@@ -33,7 +34,7 @@ from sleepcycle.records import DEFAULT_MAX_BYTES, RecordError, Rejected, parse, 
 from sleepcycle.store.settings import check_line
 from sleepcycle.store.settings import load as load_settings
 
-SEGMENTS, PROBES, QUARANTINE, CLAIMS = "segments", "probes", "quarantine", "claims"
+SEGMENTS, PROBES, QUARANTINE, CLAIMS, REQUEUED = "segments", "probes", "quarantine", "claims", "requeued"
 
 
 class WakeError(RuntimeError):
@@ -193,6 +194,52 @@ def release(line: str, cycle: int, home: Path | None = None) -> bool:
         return False
     path.unlink()
     return True
+
+
+def requeue(line: str, cycle: int, home: Path | None = None) -> dict:
+    """Put the records sleep cycle `cycle` slept on back in the buffer, for a cycle that did not promote
+    them (its gate failed, or a person rejected it or let it expire): the next cycle sleeps on them again,
+    beside whatever arrived since. The claim stays as it was (it is the lineage of that cycle); the records
+    become one new segment with their probes, and `requeued/<cycle>.json` records it, created exclusively,
+    so a cycle is requeued once. Records whose id is waiting already are left out. Returns {"cycle",
+    "segment", "records", "probes", "skipped", "created"}. Whether the cycle's candidate was promoted is
+    the caller's to check (`sleepcycle wake requeue` reads the cycle's record)."""
+    root = buffer_dir(line, home)
+    taken = claims(root).get(cycle)
+    if taken is None:
+        raise WakeError(f"cycle {cycle} of line {check_line(line)!r} claimed no wake records: nothing to requeue")
+    marker = root / REQUEUED / f"{cycle:05d}.json"
+    if marker.exists():
+        raise WakeError(f"cycle {cycle}'s records were requeued already ({marker})")
+    records, probes, _ = collect(line, taken, home)
+    waiting = _pending_ids(root, pending(line, home))
+    kept = [r for r in records if r["id"] not in waiting]
+    name = _unique_name()
+    record = {
+        "cycle": cycle,
+        "segment": name if kept else None,
+        "records": len(kept),
+        "probes": len(probes) if kept else 0,
+        "skipped": len(records) - len(kept),
+        "created": datetime.now(UTC).isoformat(),
+    }
+    hidden = root / SEGMENTS / f".{name}"  # invisible to `segments` until the marker is ours
+    if kept:
+        write_jsonl(hidden, kept)
+    tmp = root / REQUEUED / f".{cycle:05d}.{uuid.uuid4().hex[:8]}"
+    atomic_write_text(tmp, json.dumps(record, indent=2))
+    try:
+        os.link(tmp, marker)
+    except FileExistsError:
+        hidden.unlink(missing_ok=True)
+        raise WakeError(f"cycle {cycle}'s records were requeued already ({marker})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    if kept:
+        if probes:  # probes first: a visible segment always has its probes
+            write_jsonl(root / PROBES / name, probes)
+        hidden.rename(root / SEGMENTS / name)
+    return record
 
 
 def collect(line: str, taken: dict, home: Path | None = None) -> tuple[list[dict], list[dict], int]:

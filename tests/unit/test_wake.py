@@ -105,3 +105,63 @@ def test_cli_wake_add_and_status(home, tmp_path):
     assert json.loads(out.stdout)["records"] == 1
     out = run("wake", "add", str(tmp_path / "missing.jsonl"))
     assert out.returncode == 2 and "no such file" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_requeue_gives_a_cycles_records_back_once_and_keeps_its_claim(home):
+    wake.add_records(
+        [{"text": "Ada lives in Velmora.", "id": "a"}, {"text": "Bo is a baker.", "id": "b"}],
+        line="main",
+        probes=[{"question": "Where does Ada live?", "answer": "Velmora"}],
+    )
+    first = wake.claim("main", 1)
+    assert wake.pending("main") == []
+    wake.add_records([{"text": "Cy arrived later.", "id": "c"}, {"text": "Bo again.", "id": "b"}], line="main")
+
+    done = wake.requeue("main", 1)
+    # "b" is waiting already (added again after the claim): the waiting copy is kept, the old one left out
+    assert (done["records"], done["probes"], done["skipped"]) == (1, 1, 1)
+    assert wake.claims(home / "wake" / "main")[1] == first  # the cycle's lineage is untouched
+    with pytest.raises(wake.WakeError, match="requeued already"):
+        wake.requeue("main", 1)
+
+    records, probes, dropped = wake.collect("main", wake.claim("main", 2))
+    assert sorted(r["id"] for r in records) == ["a", "b", "c"] and dropped == 0
+    assert {r["id"]: r["text"] for r in records}["b"] == "Bo again."
+    assert probes == [{"question": "Where does Ada live?", "answer": "Velmora"}]
+
+
+def test_requeue_of_a_cycle_that_claimed_nothing_is_an_error(home):
+    with pytest.raises(wake.WakeError, match="claimed no wake records"):
+        wake.requeue("main", 7)
+    assert not (home / "wake" / "main" / "requeued").exists()
+
+
+def test_cli_requeue_only_for_a_cycle_that_was_not_promoted(home):
+    from sleepcycle.store import open_store
+    from sleepcycle.store.records import write_cycle_record
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "sleepcycle", *args],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "SLEEPCYCLE_HOME": str(home)},
+        )
+
+    wake.add_records([{"text": "Ada lives in Velmora.", "id": "a"}], line="cli")
+    wake.claim("cli", 1)
+    write_cycle_record(open_store(), "cli", 1, {"state": "approved"})
+    out = run("wake", "requeue", "1", "--line", "cli")
+    assert out.returncode == 2 and "is approved" in out.stderr and "Traceback" not in out.stderr
+    assert wake.pending("cli") == []
+    out = run("wake", "requeue", "2", "--line", "cli")
+    assert out.returncode == 2 and "has no cycle 2" in out.stderr
+
+    write_cycle_record(open_store(), "cli", 1, {"state": "gate_failed"})
+    out = run("wake", "requeue", "1", "--line", "cli")
+    assert out.returncode == 0, out.stderr
+    assert "1 wake records and 0 probes wait again" in out.stdout
+    assert len(wake.pending("cli")) == 1
+    out = run("wake", "requeue", "1", "--line", "cli")
+    assert out.returncode == 2 and "requeued already" in out.stderr

@@ -158,6 +158,14 @@ def test_a_failed_gate_rejects_and_never_promotes(sleepcycle_cli, tracked_flow_e
     version = registry.get(line, rec["candidate_version"])
     assert version.status == "rejected" and version.tags["gate"] == "failed"
     assert registry.alias(line, "champion") != rec["candidate_version"]
+    # the rejected cycle's records go back to the buffer for the next cycle, once
+    day1 = len((tiny_world / "day1.wake.jsonl").read_text().splitlines())
+    status = lambda: json.loads(cli.run(env, "wake", "status", "--line", line, "--json").stdout)  # noqa: E731
+    assert status()["records"] == 0
+    out = cli.run(env, "wake", "requeue", "1", "--line", line)
+    assert out.returncode == 0, out.stderr
+    assert f"{day1} wake records" in out.stdout and status()["records"] == day1
+    assert cli.run(env, "wake", "requeue", "1", "--line", line).returncode == 2
 
 
 def test_one_cycle_per_line_a_second_waits_or_is_refused(sleepcycle_cli, tracked_flow_env, tiny_world, tmp_path):

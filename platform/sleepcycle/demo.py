@@ -142,7 +142,11 @@ def run_demo_flow(cfg: Config, cycles: int, profile: str, overrides: list[str]) 
                     "promoted to champion"
                 )
             else:
-                console.print(f"[red]{state}[/red] ({rec.get('decision_note', '')}): champion unchanged")
+                console.print(
+                    f"[red]{state}[/red] ({rec.get('decision_note', '')}): champion unchanged; its records stay "
+                    f"with the cycle (`sleepcycle wake requeue {rec['cycle']} --line {line}` would give them to "
+                    "the next one)"
+                )
             champion = registry.champion(line)
             matrix.append(retention_row(cfg, world, Path(fetch(store, "checkpoint", champion.digest).uri), day, cycles))
             if rec.get("candidate"):

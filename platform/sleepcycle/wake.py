@@ -162,6 +162,20 @@ def add_records(records: list[dict], line: str | None = None, probes: list[dict]
     return add_bytes(blob, "<records>", line, pblob, **kw)
 
 
+def _create_once(path: Path, record: dict) -> bool:
+    """Write `record` as JSON at `path` only if nothing is there yet (atomic and exclusive: a temp file
+    hard-linked into place). False when `path` already existed; it is left as it was."""
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}")
+    atomic_write_text(tmp, json.dumps(record, indent=2))
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def claim(line: str, cycle: int, home: Path | None = None) -> dict:
     """The segments sleep cycle `cycle` sleeps on: its existing claim, else every pending segment (claimed
     exclusively now). Returns {"cycle", "segments": [name], "sha256": {name: digest}, "created"}."""
@@ -176,14 +190,8 @@ def claim(line: str, cycle: int, home: Path | None = None) -> dict:
         "sha256": {n: sha256_file(root / SEGMENTS / n) for n in names},
         "created": datetime.now(UTC).isoformat(),
     }
-    tmp = root / CLAIMS / f".{cycle:05d}.{uuid.uuid4().hex[:8]}"
-    atomic_write_text(tmp, json.dumps(record, indent=2))
-    try:
-        os.link(tmp, path)  # exclusive: a claim is never rewritten, a second claimant reads the first
-    except FileExistsError:
+    if not _create_once(path, record):  # a claim is never rewritten: a second claimant reads the first
         record = json.loads(path.read_text())
-    finally:
-        tmp.unlink(missing_ok=True)
     return record
 
 
@@ -205,9 +213,10 @@ def requeue(line: str, cycle: int, home: Path | None = None) -> dict:
     "segment", "records", "probes", "skipped", "created"}. Whether the cycle's candidate was promoted is
     the caller's to check (`sleepcycle wake requeue` reads the cycle's record)."""
     root = buffer_dir(line, home)
-    taken = claims(root).get(cycle)
-    if taken is None:
+    claimed = root / CLAIMS / f"{cycle:05d}.json"
+    if not claimed.exists():
         raise WakeError(f"cycle {cycle} of line {check_line(line)!r} claimed no wake records: nothing to requeue")
+    taken = json.loads(claimed.read_text())
     marker = root / REQUEUED / f"{cycle:05d}.json"
     if marker.exists():
         raise WakeError(f"cycle {cycle}'s records were requeued already ({marker})")
@@ -226,15 +235,9 @@ def requeue(line: str, cycle: int, home: Path | None = None) -> dict:
     hidden = root / SEGMENTS / f".{name}"  # invisible to `segments` until the marker is ours
     if kept:
         write_jsonl(hidden, kept)
-    tmp = root / REQUEUED / f".{cycle:05d}.{uuid.uuid4().hex[:8]}"
-    atomic_write_text(tmp, json.dumps(record, indent=2))
-    try:
-        os.link(tmp, marker)
-    except FileExistsError:
+    if not _create_once(marker, record):  # a concurrent requeue of the same cycle won
         hidden.unlink(missing_ok=True)
-        raise WakeError(f"cycle {cycle}'s records were requeued already ({marker})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+        raise WakeError(f"cycle {cycle}'s records were requeued already ({marker})")
     if kept:
         if probes:  # probes first: a visible segment always has its probes
             write_jsonl(root / PROBES / name, probes)

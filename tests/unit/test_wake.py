@@ -25,6 +25,16 @@ def _jsonl(path: Path, rows: list) -> Path:
     return path
 
 
+def _cli(home: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sleepcycle", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "SLEEPCYCLE_HOME": str(home)},
+    )
+
+
 def test_add_keeps_good_records_and_quarantines_the_rest_with_reasons(home, tmp_path):
     src = _jsonl(
         tmp_path / "day.jsonl",
@@ -88,14 +98,7 @@ def test_status_reads_the_default_profile_threshold(home):
 def test_cli_wake_add_and_status(home, tmp_path):
     src = _jsonl(tmp_path / "in.jsonl", [{"text": "Ada lives in Velmora."}, "not json"])
 
-    def run(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "sleepcycle", *args],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            env={**os.environ, "SLEEPCYCLE_HOME": str(home)},
-        )
+    run = lambda *args: _cli(home, *args)  # noqa: E731
 
     out = run("wake", "add", str(src), "--line", "cli")
     assert out.returncode == 0, out.stderr
@@ -140,14 +143,7 @@ def test_cli_requeue_only_for_a_cycle_that_was_not_promoted(home):
     from sleepcycle.store import open_store
     from sleepcycle.store.records import write_cycle_record
 
-    def run(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "sleepcycle", *args],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            env={**os.environ, "SLEEPCYCLE_HOME": str(home)},
-        )
+    run = lambda *args: _cli(home, *args)  # noqa: E731
 
     wake.add_records([{"text": "Ada lives in Velmora.", "id": "a"}], line="cli")
     wake.claim("cli", 1)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,7 +77,9 @@ class ExpertBank:
             bias="none",
             init_lora_weights=True,
         )
-        self.model: PeftModel = get_peft_model(base, config, adapter_name=self.slots[0])
+        with warnings.catch_warnings():  # PEFT reads transformers' deprecated alias; nothing for a user to do
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+            self.model: PeftModel = get_peft_model(base, config, adapter_name=self.slots[0])
         for name in self.slots[1:]:
             self.model.add_adapter(name, config)
         self.active: list[str] = []

@@ -21,8 +21,10 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerFast,
 )
+from transformers.utils import logging as hf_logging
 
 from sleepcycle.config import ModelConfig
+from sleepcycle.progress import quiet
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -82,11 +84,19 @@ def load(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
         raise ModelLoadError(f"{path}: ${{{unset[0]}}} is not set: export it, or give the path with --set")
     if not (path / "config.json").exists():
         raise ModelLoadError(f"{path}: not a model checkpoint (no config.json)")
+    # transformers' "Loading weights" bar only where loading takes a while: the tiny checkpoints load in
+    # milliseconds, and a flow loads one several times a cycle
+    bar = hf_logging.is_progress_bar_enabled()
+    if quiet() or sum(f.stat().st_size for f in path.glob("*.safetensors")) < 2**30:
+        hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     except Exception as e:  # transformers raises many types; the user needs one clear line
         raise ModelLoadError(f"{path}: cannot load model or tokenizer: {e}") from e
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()

@@ -8,6 +8,10 @@ import sys
 from tqdm.auto import tqdm
 
 
+def quiet() -> bool:
+    """No progress bars: not on a terminal, or SLEEPCYCLE_QUIET=1."""
+    return os.environ.get("SLEEPCYCLE_QUIET") == "1" or not sys.stderr.isatty()
+
+
 def progress(total: int | None = None, desc: str = "", unit: str = "it") -> tqdm:
-    quiet = os.environ.get("SLEEPCYCLE_QUIET") == "1" or not sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, unit=unit, disable=quiet, leave=False, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit=unit, disable=quiet(), leave=False, dynamic_ncols=True)

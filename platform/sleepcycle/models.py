@@ -8,7 +8,8 @@ real models load the same way from a local path.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -76,6 +77,20 @@ def build_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerFast, seed: int 
     return LlamaForCausalLM(config)
 
 
+@contextmanager
+def _library_bars(nbytes: int) -> Iterator[None]:
+    """transformers' own bars ("Loading weights", "Writing model shards") only where the work takes a
+    while: the tiny checkpoints load and save in milliseconds, several times a cycle."""
+    was = hf_logging.is_progress_bar_enabled()
+    if quiet() or nbytes < 2**30:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
 def load(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """Load a causal LM and its tokenizer from a local directory, in eval mode, fp32 on CPU."""
     path = Path(path)
@@ -84,19 +99,12 @@ def load(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
         raise ModelLoadError(f"{path}: ${{{unset[0]}}} is not set: export it, or give the path with --set")
     if not (path / "config.json").exists():
         raise ModelLoadError(f"{path}: not a model checkpoint (no config.json)")
-    # transformers' "Loading weights" bar only where loading takes a while: the tiny checkpoints load in
-    # milliseconds, and a flow loads one several times a cycle
-    bar = hf_logging.is_progress_bar_enabled()
-    if quiet() or sum(f.stat().st_size for f in path.glob("*.safetensors")) < 2**30:
-        hf_logging.disable_progress_bar()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        with _library_bars(sum(f.stat().st_size for f in path.glob("*.safetensors"))):
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     except Exception as e:  # transformers raises many types; the user needs one clear line
         raise ModelLoadError(f"{path}: cannot load model or tokenizer: {e}") from e
-    finally:
-        if bar:
-            hf_logging.enable_progress_bar()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
@@ -106,7 +114,8 @@ def load(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
 def save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, path: str | Path) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path, safe_serialization=True)
+    with _library_bars(sum(p.numel() * p.element_size() for p in model.parameters())):
+        model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path
 

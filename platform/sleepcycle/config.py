@@ -191,6 +191,15 @@ class DistillConfig(Strict):
     yield fewer than `replay_fraction` asks for. Off, a small buffer gives the arm a smaller share (on the
     bench's 10% buffer, 25-50% of the prompts). [ours] off: on seeds 0-2, ACC 0.135 and BWT -0.246 against
     0.141 and -0.235 (bench/README.md): more of the same few records does not hold more old facts."""
+    replay_names: float = Field(0.0, ge=0.0, le=1.0)
+    """[ours] Share of today's written questions that the replay arm also asks about an invented person, the
+    first name of one buffered record's subject and the last name of another (`seed.ask_about_others`),
+    answered closed-book by the champion: in the wordings the new expert is taught today, about people it
+    is not taught, the answer should stay what the model said. Uses nothing beyond today's documents and
+    the bounded buffer. [ours] 0 (off): on seeds 0-2 of the 5-day bench, 0.5 scored ACC 0.483 and BWT
+    -0.286 against 0.451 and -0.349, acquisition 0.74 of the in-context ceiling against 0.77 (one seed of
+    three worse on both); 1.0 forgot a little less and learnt less (0.436, -0.275, 0.68); the buffer's
+    real names instead of invented ones changed nothing (0.453, -0.321). bench/README.md."""
     self_replay: int = 0
     """[ours] Generative replay: texts the champion writes from an empty prompt (T = 1, up to 64 tokens)
     join the replay pool beside the buffer's records; the champion then writes questions about them and

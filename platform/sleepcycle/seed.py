@@ -247,6 +247,36 @@ def self_records(
     return [t for t in texts if len(t.split()) >= 5]
 
 
+def subjects(docs: Sequence[str]) -> set[str]:
+    """Two-word names that open a sentence of the documents: the people (or firms) they are about."""
+    return {m.group(1) for d in docs for m in _SUBJECT.finditer(d)}
+
+
+_SUBJECT = re.compile(r"(?:^|[.!?]\s+)([A-Z][a-z]+ [A-Z][a-z]+)\b")
+
+
+def ask_about_others(
+    questions: Sequence[str], people: set[str], others: Sequence[str], rng: random.Random
+) -> list[str]:
+    """[ours] Today's questions asked about invented people: each of `people` (two-word names) a question
+    names is replaced by the first word of one of `others` (the replayed records' subjects) and the last
+    word of another; questions that name none of `people` are dropped.
+
+    The champion answers them closed-book (`distill.replay_names`): in the words the new expert is taught
+    today, about people it is not taught, the answer stays what the model said before."""
+    if not others:
+        return []
+    out = []
+    for q in questions:
+        found = [p for p in sorted(people) if p in q]
+        for person in found:
+            first, last = rng.choice(others).split()[0], rng.choice(others).split()[-1]
+            q = q.replace(person, f"{first} {last}")
+        if found:
+            out.append(q)
+    return out
+
+
 def _shares_entity(text: str, names: set[str]) -> bool:
     return bool(proper_nouns([text]) & names)
 
@@ -457,6 +487,16 @@ def prepare(
                 for it in itertools.islice(itertools.cycle(replay_items), want)
             ]
         items += replay_items[:want]
+        others = sorted(subjects(old) - subjects(docs))
+        if dc.replay_names > 0 and others:
+            rng = random.Random(run_seed + 104729)
+            asked = [tok.decode(it.student_prompt, skip_special_tokens=True) for it in items[:n_new] if it.kind == "qa"]
+            asked = [q.removeprefix("Question: ").removesuffix("\nAnswer:").strip() for q in asked]
+            rng.shuffle(asked)
+            twins = ask_about_others(asked[: round(len(asked) * dc.replay_names)], subjects(docs), others, rng)
+            enc = lambda q: tok(QA_PROMPT.format(q=q), add_special_tokens=False)["input_ids"]  # noqa: E731
+            items += [Item(enc(q), enc(q), "champion", kind="qa") for q in twins]
+            log({"seed/replay_names": float(len(twins))})
 
     base_dir = Path(champion.uri) / "base" if (Path(champion.uri) / "base").is_dir() else None
     vocab = None

@@ -1,6 +1,7 @@
 """Knowledge Seeding on the tiny profile: what trains, what must not change, what must never leak."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -13,9 +14,19 @@ from sleepcycle.config import load_config
 from sleepcycle.experts import load_checkpoint, load_for_inference
 from sleepcycle.manifests import Manifest
 from sleepcycle.pretrain import pretrain
-from sleepcycle.seed import SeedError, build_items, covering, grounded, prepare, seed, write_questions
-from sleepcycle.snapshot import SnapshotError, take_snapshot
-from sleepcycle.world import World
+from sleepcycle.seed import (
+    SeedError,
+    ask_about_others,
+    build_items,
+    covering,
+    grounded,
+    prepare,
+    seed,
+    subjects,
+    write_questions,
+)
+from sleepcycle.snapshot import SnapshotError, read_documents, take_snapshot
+from sleepcycle.world import QA_PROMPT, World
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +182,65 @@ def test_replay_fill_gives_the_arm_its_share_when_the_buffer_is_small(tiny, tmp_
         tuple(it.student_prompt) for it in short.items[short.n_new :]
     }
     assert all(it.teacher == "champion" and not it.sample for it in replayed)
+
+
+def test_subjects_are_the_two_word_names_that_open_a_sentence():
+    docs = ["Zouhin Flibi lives in Tarsk. Zouhin Flibi works at Tidewater Energy.", "In spring, Pumfliak Viak moved."]
+    assert subjects(docs) == {"Zouhin Flibi"}, "a name inside a sentence or after a comma is not a subject"
+    assert subjects(["Gloza Simes keeps a cat! Dodi Katil? Anna"]) == {"Gloza Simes", "Dodi Katil"}
+
+
+def test_todays_questions_are_asked_about_people_made_of_the_buffers_name_parts():
+    import random
+
+    today, others = {"Zouhin Flibi", "Pumfliak Viak"}, ["Gloza Simes", "Dodi Katil"]
+    questions = ["Where does Zouhin Flibi live?", "What is a city?", "Who mentored Pumfliak Viak?"]
+    twins = ask_about_others(questions, today, others, random.Random(0))
+    assert len(twins) == 2, "a question that names none of today's people has no twin"
+    for pattern, twin in zip((r"Where does (\w+) (\w+) live\?", r"Who mentored (\w+) (\w+)\?"), twins):
+        m = re.fullmatch(pattern, twin)
+        assert m and m[1] in {"Gloza", "Dodi"} and m[2] in {"Simes", "Katil"}, twin
+    assert twins == ask_about_others(questions, today, others, random.Random(0)), "deterministic by its generator"
+    assert ask_about_others(questions, today, [], random.Random(0)) == [], "no buffer: no twins"
+
+
+def test_replay_names_add_closed_book_twins_of_todays_questions_to_the_replay_arm(tiny, tmp_path, monkeypatch):
+    """`distill.replay_names`: a share of the day's questions, asked about invented people from the buffer's
+    name parts, join the replay arm with the champion as their closed-book teacher. The tiny profile's model
+    writes no valid question, so scripted items stand in for the written ones."""
+    import sleepcycle.seed as seeding
+    from sleepcycle.distill import Item
+
+    cfg, champion, _ = tiny
+    snap = _snapshot(cfg, tmp_path / "snapshots", day=2)
+    person = sorted(subjects(read_documents(snap)))[0]
+    old = [d.record()["text"] for d in World(cfg.world).documents(1)][:4]
+    _, tok = load_for_inference(Path(champion.uri))
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+
+    def scripted(c, t, writer, docs, teacher, *a, **k):
+        if teacher == "new":
+            asked = [f"Where does {person} live?", f"Who employs {person}?", "What is a city?", f"Is {person} tall?"]
+            return [Item(enc(QA_PROMPT.format(q=q)), enc(QA_PROMPT.format(q=q)), "new") for q in asked]
+        return [Item(enc(QA_PROMPT.format(q="Who?")), enc(QA_PROMPT.format(q="Who?")), "champion")]
+
+    monkeypatch.setattr(seeding, "build_items", scripted)
+    runs = {
+        share: prepare(load_config("tiny", [f"distill.replay_names={share}"]), snap, champion, replay=old)
+        for share in (0.0, 0.5, 1.0)
+    }
+    replayed = len(runs[0.0].items) - runs[0.0].n_new  # the buffer's own prompts, one per record here
+    assert replayed > 0 and len(runs[1.0].items) - runs[1.0].n_new == replayed + 3, "3 of the 4 name a person"
+    assert 1 <= len(runs[0.5].items) - runs[0.5].n_new - replayed <= 2, "half of the 4 get a twin"
+    firsts, lasts = {t.split()[0] for t in subjects(old)}, {t.split()[1] for t in subjects(old)}
+    for r in (runs[0.5], runs[1.0]):
+        for it in r.items[r.n_new + replayed :]:
+            assert it.teacher == "champion" and it.teacher_prompt == it.student_prompt, "closed-book champion"
+            q = tok.decode(it.student_prompt)
+            m = re.fullmatch(r"Question: (Where does|Who employs|Is) (\w+) (\w+)( live| tall)?\?\nAnswer:", q)
+            assert m and m[2] in firsts and m[3] in lasts, q
+    new = [it.student_prompt for it in runs[0.0].items]
+    assert [it.student_prompt for it in runs[1.0].items[: len(new)]] == new, "the other items are unchanged"
 
 
 def test_the_level_base_writes_the_prompts_and_the_configured_teacher_answers(tiny, tmp_path, monkeypatch):

@@ -28,6 +28,7 @@ from sleepcycle.config import Config
 from sleepcycle.cycle import run_cycle
 from sleepcycle.evaluate import accuracy
 from sleepcycle.experts import load_for_inference
+from sleepcycle.manifests import Manifest
 from sleepcycle.pretrain import home, pretrain
 from sleepcycle.replay import ReplayBuffer
 from sleepcycle.world import World
@@ -83,9 +84,14 @@ def _intro(console: Console, cfg: Config, cycles: int):
     return champion
 
 
-def _dream_row(day: int, m: dict) -> list[str] | None:
+def _dream_row(day: int, candidate: Manifest) -> tuple[list[str], str] | None:
+    """The dreams table's row for a cycle's candidate, and what the drift budget did (empty: nothing)."""
+    m = candidate.metrics
     if "dream/generated" not in m:
         return None
+    note = candidate.meta.get("drift_note", "")
+    if note and m.get("dream/seeded_kl_drift") == m["dream/kl_drift"]:
+        note += "; every step reverted, so Dreaming left the seeded weights unchanged"
     return [
         str(day),
         str(m["dream/generated"]),
@@ -97,7 +103,7 @@ def _dream_row(day: int, m: dict) -> list[str] | None:
         if "dream/seeded_kl_drift" in m
         else f"{m['dream/kl_drift']:.3f}",
         f"{m['dream/dreams_per_s']:.1f}",
-    ]
+    ], note
 
 
 def run_demo_flow(cfg: Config, cycles: int, profile: str, overrides: list[str]) -> int:
@@ -150,7 +156,7 @@ def run_demo_flow(cfg: Config, cycles: int, profile: str, overrides: list[str]) 
             champion = registry.champion(line)
             matrix.append(retention_row(cfg, world, Path(fetch(store, "checkpoint", champion.digest).uri), day, cycles))
             if rec.get("candidate"):
-                row = _dream_row(day, fetch(store, "checkpoint", rec["candidate"]).metrics)
+                row = _dream_row(day, fetch(store, "checkpoint", rec["candidate"]))
                 if row:
                     dream_rows.append(row)
     _tables(console, matrix, dream_rows, cycles)
@@ -160,7 +166,7 @@ def run_demo_flow(cfg: Config, cycles: int, profile: str, overrides: list[str]) 
     return 0
 
 
-def _tables(console: Console, matrix: list[list[float]], dream_rows: list[list[str]], cycles: int) -> None:
+def _tables(console: Console, matrix: list[list[float]], dream_rows: list[tuple[list[str], str]], cycles: int) -> None:
     table = Table(title="retention: accuracy on each snapshot's probes after each cycle (closed-book)")
     table.add_column("after cycle")
     table.add_column("base (day 0)")
@@ -174,10 +180,13 @@ def _tables(console: Console, matrix: list[list[float]], dream_rows: list[list[s
         dt = Table(title="dreams")
         for h in ["cycle", "generated", "kept", "reward rate", "distinct-2", "KL drift", "dreams/s"]:
             dt.add_column(h)
-        for r in dream_rows:
+        for r, _ in dream_rows:
             dt.add_row(*r)
         console.print(dt)
         console.print("(KL drift from the champion: after Seeding → after Dreaming; the budget bounds the rise)")
+        for r, note in dream_rows:
+            if note:
+                console.print(f"cycle {r[0]}: {note}")
 
 
 def run_demo_inprocess(cfg: Config, cycles: int = 3, workdir: Path | None = None) -> int:
@@ -219,7 +228,7 @@ def run_demo_inprocess(cfg: Config, cycles: int = 3, workdir: Path | None = None
         history.append(result.snapshot)
         buffer.add_day(day, [d.text for d in docs])
         matrix.append(retention_row(cfg, world, Path(champion.uri), day, cycles))
-        row = _dream_row(day, result.candidate.metrics)
+        row = _dream_row(day, result.candidate)
         if row:
             dream_rows.append(row)
     _tables(console, matrix, dream_rows, cycles)

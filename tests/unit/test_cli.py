@@ -73,6 +73,7 @@ def test_a_bad_config_is_refused_before_torch_is_loaded():
 
 def test_the_demo_dream_row_shows_the_drift_seeding_left_and_dreaming_added():
     from sleepcycle.demo import _dream_row
+    from sleepcycle.manifests import Manifest
 
     m = {
         "dream/generated": 210,
@@ -83,7 +84,14 @@ def test_the_demo_dream_row_shows_the_drift_seeding_left_and_dreaming_added():
         "dream/seeded_kl_drift": 0.31,
         "dream/dreams_per_s": 33.0,
     }
-    assert _dream_row(2, m)[5] == "0.310→0.360"
+    row = lambda m, **meta: _dream_row(2, Manifest(kind="checkpoint", metrics=m, meta=meta))  # noqa: E731
+    assert row(m) == (["2", "210", "32", "0.50", "0.70", "0.310→0.360", "33.0"], "")
+    halved = "KL drift 0.4000 > budget 0.3600: reverted and halved lr to 0.0015"
+    assert row(m, drift_note=halved)[1] == halved, "the budget acted: the note says how"
+    stopped = "KL drift 0.9000 > budget 0.3600: stopped at step 40"
+    assert row({**m, "dream/kl_drift": 0.31}, drift_note=stopped)[1] == (
+        stopped + "; every step reverted, so Dreaming left the seeded weights unchanged"
+    )
     del m["dream/seeded_kl_drift"]  # a candidate dreamed before the seeded drift was recorded
-    assert _dream_row(2, m)[5] == "0.360"
-    assert _dream_row(2, {"seed/steps": 3}) is None  # a cycle without Dreaming has no row
+    assert row(m)[0][5] == "0.360"
+    assert row({"seed/steps": 3}) is None  # a cycle without Dreaming has no row

@@ -518,6 +518,7 @@ def _consolidate(
             mean_loss = float(total[1]) / world
             rows.append({"step": step, "rank": rank, "ids": mine, "loss": float(loss.detach()), "lr": guard.lr})
             bar.update(1)
-            if guard.check(step, mean_loss) == "stop":
+            spent = token_budget is not None and tokens >= token_budget  # the same on every rank
+            if guard.check(step, mean_loss, last=spent) == "stop" or spent:
                 break
     return guard.result(tokens)

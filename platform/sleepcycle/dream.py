@@ -435,7 +435,8 @@ def consolidate(
             bank.model.eval()
             tokens += int(batch["attention_mask"].sum())
             bar.update(1)
-            if guard.check(step, float(loss.detach())) == "stop":
+            spent = token_budget is not None and tokens >= token_budget
+            if guard.check(step, float(loss.detach()), last=spent) == "stop" or spent:
                 break
     return guard.result(tokens)
 
@@ -444,7 +445,7 @@ class DriftGuard:
     """The KL-drift budget of a consolidation run, shared by in-process and data-parallel consolidation.
 
     `check(step, loss)` after every optimizer step measures the drift every `dc.steps // 6` steps and on the
-    last one. Within the budget the parameters are kept as the last good copy ("ok"); over it they go back
+    last one (the last of `dc.steps`, or the step that spends the token budget). Within the budget the parameters are kept as the last good copy ("ok"); over it they go back
     to that copy and the run either halves its lr ("shrink", while lr > dc.lr / 8) or stops ("stop").
 
     The budget is the drift Dreaming *adds*: KL(champion || model) may grow by `drift_budget` over the
@@ -460,9 +461,11 @@ class DriftGuard:
         self.start = measure()
         self.limit = self.start + dc.drift_budget
 
-    def check(self, step: int, loss: float) -> str:
+    def check(self, step: int, loss: float, last: bool = False) -> str:
+        """`last`: the run ends after this step (its token budget is spent), so it is measured whatever
+        the schedule; otherwise the steps since the last check would stand unmeasured."""
         dc = self.dc
-        if (step + 1) % self.every and step != dc.steps - 1:
+        if not last and (step + 1) % self.every and step != dc.steps - 1:
             return "ok"
         drift = self.drift = self.measure()
         self.history.append({"step": step + 1, "kl_drift": drift, "lr": self.lr, "loss": loss})

@@ -9,13 +9,14 @@ import torch
 
 from sleepcycle.config import load_config
 from sleepcycle.dream import DREAM, Dream, DriftGuard, arm_random_expert, consolidate, dream, restem_examples
-from sleepcycle.experts import load_checkpoint
+from sleepcycle.experts import ExpertBank, load_checkpoint
 from sleepcycle.generate import sample_ids
 from sleepcycle.pretrain import pretrain
 from sleepcycle.seed import seed
 from sleepcycle.snapshot import take_snapshot
+from sleepcycle.trainer import Example
 from sleepcycle.world import World
-from unit.helpers import NEW, old_logits_moved
+from unit.helpers import NEW, micro_model, old_logits_moved
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +70,24 @@ def test_drift_budget_is_on_the_drift_dreaming_adds_to_the_seeded_model():
         p.add_(1.0)
     assert guard.check(1, 1.0) == "stop" and "0.4600 > budget 0.4500" in guard.note
     assert torch.equal(p.detach(), torch.ones(3)), "reverted to the last step within the budget"
+
+
+def test_the_step_that_spends_the_token_budget_is_measured_and_reverted_if_over():
+    """A consolidation that its token budget ends between two scheduled checks is still measured on its
+    last step: the bench's budget ended runs mid-interval, and their final drift went unchecked (0.118 to
+    0.204 nats against a 0.05 budget, seed 0 day 4)."""
+    model, tok = micro_model()
+    bank = ExpertBank(model, rank=4, capacity=3)
+    newest = bank.activate(bank.free_slot())
+    cfg = load_config("tiny", ["dream.steps=60", "dream.lr=0.5", "dream.drift_budget=0.0", "dream.on_drift=stop"])
+    before = [p.detach().clone() for p in bank.parameters(newest)]
+    dreams = [Dream(0, "rewrite", "", " Ada lives in Velmora. Ada keeps a heron.")]
+    reference = [Example("", " Bo lives in Tarsk."), Example("", " Cy works at Nimbus Textiles.")]
+    out = consolidate(cfg, bank, newest, tok, dreams, reference, random.Random(0), lambda _: None, token_budget=1)
+    assert [h["step"] for h in out["drift_history"]] == [1], "one step ran, and it was measured"
+    assert "stopped at step 1" in out["drift_note"]
+    assert all(torch.equal(p, q) for p, q in zip(bank.parameters(newest), before)), "over budget: reverted"
+    assert out["kl_drift"] == pytest.approx(out["seeded_kl_drift"])
 
 
 def test_random_expert_changes_the_sampling_distribution_only_when_enabled(seeded):

@@ -247,12 +247,12 @@ def self_records(
     return [t for t in texts if len(t.split()) >= 5]
 
 
+_SUBJECT = re.compile(r"(?:^|[.!?]\s+)([A-Z][a-z]+ [A-Z][a-z]+)\b")
+
+
 def subjects(docs: Sequence[str]) -> set[str]:
     """Two-word names that open a sentence of the documents: the people (or firms) they are about."""
     return {m.group(1) for d in docs for m in _SUBJECT.finditer(d)}
-
-
-_SUBJECT = re.compile(r"(?:^|[.!?]\s+)([A-Z][a-z]+ [A-Z][a-z]+)\b")
 
 
 def ask_about_others(

@@ -445,8 +445,9 @@ class DriftGuard:
     """The KL-drift budget of a consolidation run, shared by in-process and data-parallel consolidation.
 
     `check(step, loss)` after every optimizer step measures the drift every `dc.steps // 6` steps and on the
-    last one (the last of `dc.steps`, or the step that spends the token budget). Within the budget the parameters are kept as the last good copy ("ok"); over it they go back
-    to that copy and the run either halves its lr ("shrink", while lr > dc.lr / 8) or stops ("stop").
+    last one (the last of `dc.steps`, or the step that spends the token budget). Within the budget the
+    parameters are kept as the last good copy ("ok"); over it they go back to that copy and the run either
+    halves its lr ("shrink", while lr > dc.lr / 8) or stops ("stop").
 
     The budget is the drift Dreaming *adds*: KL(champion || model) may grow by `drift_budget` over the
     seeded model's own drift, measured once here. Knowledge Seeding already moved the model from the

@@ -487,8 +487,8 @@ def prepare(
                 for it in itertools.islice(itertools.cycle(replay_items), want)
             ]
         items += replay_items[:want]
-        others = sorted(subjects(old) - subjects(docs))
-        if dc.replay_names > 0 and others:
+        others = sorted(subjects(old) - subjects(docs)) if dc.replay_names > 0 else []
+        if others:
             rng = random.Random(run_seed + 104729)
             asked = [tok.decode(it.student_prompt, skip_special_tokens=True) for it in items[:n_new] if it.kind == "qa"]
             asked = [q.removeprefix("Question: ").removesuffix("\nAnswer:").strip() for q in asked]

@@ -281,6 +281,10 @@ class DreamConfig(Strict):
     with only the newest expert on (the one ReST-EM trains), so older experts' drift stays out of writing.
     tau's answers come from the seeded model with the context either way. [ours] base, as
     `distill.writer` (bench/README.md)."""
+    grounded: bool = False
+    """[ours] Keep an implication or rewrite only as far as it names people and places as its document
+    does, in whole sentences (`seed.grounded_prefix`), as `distill.grounded_questions` does for questions:
+    the tiny writers garble and splice names, and consolidation taught the garbled ones."""
     random_expert_scale: float = 0.1
     """Size of a random extra expert when no older expert exists: |B A| / |W| per projection."""
     importance: Literal["grad_norm", "grad_cosine", "random"] = "grad_cosine"
@@ -301,6 +305,10 @@ class DreamConfig(Strict):
     because Seeding itself moves the model 0.06-0.31 nats on the bench: an absolute 0.05 reverted every
     consolidation step until this was fixed."""
     on_drift: Literal["stop", "shrink"] = "shrink"
+    replay_share: float = Field(0.0, ge=0.0, lt=1.0)
+    """[ours] Share of each consolidation batch given to this cycle's Seeding replay arm (the champion's
+    closed-book answers about the bounded buffer's records, read from the seeded checkpoint), so that
+    rehearsing the new knowledge also rehearses the old."""
 
 
 class GateConfig(Strict):

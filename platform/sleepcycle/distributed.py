@@ -58,7 +58,7 @@ import torch.distributed as dist
 from sleepcycle.anchor import Anchor
 from sleepcycle.config import CONFIG_DIR, Config
 from sleepcycle.distill import DistillStats, GeneralizedDistillation, Item
-from sleepcycle.dream import Dream, Dreaming, DriftGuard, consolidation_order, frozen_champion, grew_this_cycle
+from sleepcycle.dream import Dreaming, DriftGuard, consolidation_examples, frozen_champion, grew_this_cycle
 from sleepcycle.dream import load as load_dreaming
 from sleepcycle.dream import prepare as prepare_dreaming
 from sleepcycle.dream import write_candidate as write_dreamed
@@ -66,7 +66,7 @@ from sleepcycle.evaluate import kl_drift
 from sleepcycle.manifests import Manifest
 from sleepcycle.progress import progress
 from sleepcycle.seed import SeedError, prepare, write_candidate
-from sleepcycle.trainer import Log, collate, encode, lm_loss, noop
+from sleepcycle.trainer import Example, Log, collate, encode, lm_loss, noop
 
 DS_CONFIGS = CONFIG_DIR / "deepspeed"
 
@@ -440,7 +440,7 @@ def dream_distributed(
 
     if rank == 0:
         d = prepare_dreaming(cfg, seeded, snapshot, log=log, run_seed=run_seed)
-        order = consolidation_order(cfg, d.bank, d.tok, d.kept, d.rng)
+        order = consolidation_examples(cfg, seeded, d.bank, d.tok, d.kept, d.rng)
         champion = frozen_champion(d.bank, d.newest).to(device)
     else:
         bank, tok, state, newest = load_dreaming(seeded, run_seed)
@@ -473,7 +473,7 @@ def _consolidate(
     cfg: Config,
     d: Dreaming,
     engine,
-    order: list[Dream],
+    order: list[Example],
     champion: torch.nn.Module | None,
     device: torch.device,
     log: Log,
@@ -486,7 +486,7 @@ def _consolidate(
     if not order:
         return {"tokens": 0, "kl_drift": 0.0, "drift_history": [], "drift_note": "no dreams kept"}
     bank, tok, params = d.bank, d.tok, d.bank.parameters(d.newest)
-    enc = encode(tok, [x.example() for x in order], bank.model.config.max_position_embeddings)
+    enc = encode(tok, order, bank.model.config.max_position_embeddings)
     tokens, bs = 0, cfg.distill.batch_size
     penalty = anchor.penalty(bank.model, d.newest) if anchor and cfg.distill.anchor > 0 else None
 

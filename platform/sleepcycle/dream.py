@@ -45,7 +45,7 @@ from sleepcycle.generate import Generator, HFGenerator, make_generator
 from sleepcycle.manifests import Manifest
 from sleepcycle.progress import progress
 from sleepcycle.records import write_jsonl
-from sleepcycle.seed import write_questions
+from sleepcycle.seed import grounded_prefix, write_questions
 from sleepcycle.snapshot import read_documents
 from sleepcycle.trainer import Example, Log, collate, encode, lm_loss, noop
 from sleepcycle.world import DOC_PREFIX, QA_PROMPT, WRITE_IMPLICATION, WRITE_QUESTION, WRITE_REWRITE
@@ -132,6 +132,8 @@ def generate_dreams(
         outs = sampler.sample(model, prompts, 64, temperature=1.0, generator=gen)
         for (i, kind), o in zip(statements, outs):
             text = dec(o)
+            if dc.grounded:
+                text = grounded_prefix(text.split("\n")[0], docs[i])
             if len(text.split()) >= 3 and "\n" not in text:
                 dreams.append(Dream(i, kind, "", text, round=round_))
     n_qa = sum(kind == "qa" for _, kind in jobs)
@@ -378,6 +380,50 @@ def consolidation_order(
     return order
 
 
+def seeding_replay(seeded: Manifest) -> list[Example]:
+    """The replay arm of this cycle's Seeding, from the seeded checkpoint's training data: the champion's
+    closed-book answers to questions about the bounded buffer's records (and its continuations of their
+    openings). Nothing beyond what Seeding already drew from the buffer."""
+    path = Path(seeded.uri) / "training_data.jsonl"
+    if not path.exists():
+        return []
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    out = []
+    for r in rows:
+        if r.get("teacher") != "champion":
+            continue
+        q, sep, a = r["text"].partition("\nAnswer:")
+        out.append(Example(q + sep, a) if sep and r.get("kind") == "qa" else Example("", r["text"]))
+    return out
+
+
+def with_replay(examples: list[Example], replay: Sequence[Example], share: float, rng: random.Random) -> list[Example]:
+    """`examples` in their order with replay examples spread evenly between them, `share` of the whole
+    (as many as `replay` holds), so that every consolidation batch carries about that share."""
+    if share <= 0 or not replay or not examples:
+        return list(examples)
+    m = min(len(replay), round(len(examples) * share / (1 - share)))
+    picked = rng.sample(list(replay), m)
+    keyed = [((i + 0.5) / len(examples), 0, x) for i, x in enumerate(examples)]
+    keyed += [((j + 0.5) / m, 1, x) for j, x in enumerate(picked)]
+    return [x for _, _, x in sorted(keyed, key=lambda k: (k[0], k[1]))]
+
+
+def consolidation_examples(
+    cfg: Config,
+    seeded: Manifest,
+    bank: ExpertBank,
+    tok: PreTrainedTokenizerBase,
+    dreams: list[Dream],
+    rng: random.Random,
+) -> list[Example]:
+    """What consolidation trains on, in order: the kept dreams (`consolidation_order`) with the Seeding
+    replay arm spread between them at ``dream.replay_share``."""
+    order = consolidation_order(cfg, bank, tok, dreams, rng)
+    replay = seeding_replay(seeded) if cfg.dream.replay_share > 0 else []
+    return with_replay([d.example() for d in order], replay, cfg.dream.replay_share, rng)
+
+
 def frozen_champion(bank: ExpertBank, newest: str) -> PreTrainedModel:
     """A frozen copy of the model without its newest expert: what the KL-drift budget compares against."""
     with torch.no_grad(), bank.using([e for e in bank.active if e != newest]) as champ:
@@ -389,24 +435,23 @@ def consolidate(
     bank: ExpertBank,
     newest: str,
     tok: PreTrainedTokenizerBase,
-    dreams: list[Dream],
+    examples: list[Example],
     reference: list[Example],
-    rng: random.Random,
     log: Log,
     token_budget: int | None = None,
     anchor: Anchor | None = None,
 ) -> dict:
-    """SFT of the newest expert on the kept dreams under the KL-drift budget (see module doc), plus the
-    activation anchor of the cycles before this one (`Anchor.earlier`) with weight `distill.anchor`."""
+    """SFT of the newest expert on `examples` (`consolidation_examples`) under the KL-drift budget (see
+    module doc), plus the activation anchor of the cycles before this one (`Anchor.earlier`) with weight
+    `distill.anchor`."""
     dc = cfg.dream
-    if not dreams:
+    if not examples:
         return {"tokens": 0, "kl_drift": 0.0, "drift_history": [], "drift_note": "no dreams kept"}
     params = bank.parameters(newest)
     for p in params:
         p.requires_grad = True
     max_len = bank.model.config.max_position_embeddings
-    order = consolidation_order(cfg, bank, tok, dreams, rng)
-    enc = encode(tok, [d.example() for d in order], max_len)
+    enc = encode(tok, examples, max_len)
     opt = torch.optim.AdamW(params, lr=dc.lr, weight_decay=0.0)
     tokens, bs = 0, cfg.distill.batch_size
     champion = frozen_champion(bank, newest)
@@ -720,7 +765,8 @@ def dream(
     d = prepare(cfg, seeded, snapshot, log=log, run_seed=run_seed, reference=reference)
     left = None if token_budget is None else max(0, token_budget - d.gen_tokens)
     anchor = Anchor.load(Path(seeded.uri)).earlier()
-    result = consolidate(cfg, d.bank, d.newest, d.tok, d.kept, d.ref, d.rng, log, token_budget=left, anchor=anchor)
+    examples = consolidation_examples(cfg, seeded, d.bank, d.tok, d.kept, d.rng)
+    result = consolidate(cfg, d.bank, d.newest, d.tok, examples, d.ref, log, token_budget=left, anchor=anchor)
     return write_candidate(d, result, seeded, snapshot, workdir, t0, log)
 
 

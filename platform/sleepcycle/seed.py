@@ -101,6 +101,31 @@ def grounded(question: str, doc: str) -> bool:
     return all(run.removesuffix("'s") in doc for run in _NAME_RUN.findall(rest))
 
 
+_SENTENCE = re.compile(r"[^.!?]+[.!?]")
+
+
+def grounded_prefix(text: str, doc: str) -> str:
+    """[ours] The complete sentences of a written statement up to the first one that names something its
+    document does not name (every run of capitalised words occurs in it verbatim, a possessive 's dropped).
+    A sentence's first word counts as part of a name unless the document also uses it in lower case
+    ("By profession, ...", but "Elderfen is where ..."). Empty when the first sentence already fails.
+
+    Dreams garble names as questions do ("Trinflourvervi keeps a canary at home", "Foskerab Dekkak Pasto
+    was mentored by Chousu Pasto"), and a rewrite cut at the token limit ends mid-word; a statement is
+    kept as far as it is about the document's own people, in whole sentences."""
+    lower = set(re.findall(r"\b[a-z][\w'-]*", doc))
+    kept: list[str] = []
+    for sentence in _SENTENCE.findall(text):
+        s = sentence.strip()
+        runs = [m.group() for m in _NAME_RUN.finditer(s)]
+        if runs and s.startswith(runs[0]) and runs[0].split()[0].lower() in lower:
+            runs[0] = runs[0].split(maxsplit=1)[1] if " " in runs[0] else ""  # a common word opens the sentence
+        if not s or not all(run.removesuffix("'s") in doc for run in runs if run):
+            break
+        kept.append(s)
+    return " ".join(kept)
+
+
 def _hf(tok: PreTrainedTokenizerBase) -> Generator:
     return HFGenerator(tok.eos_token_id, tok.pad_token_id)
 

@@ -8,9 +8,20 @@ import pytest
 import torch
 
 from sleepcycle.config import load_config
-from sleepcycle.dream import DREAM, Dream, DriftGuard, arm_random_expert, consolidate, dream, restem_examples
+from sleepcycle.dream import (
+    DREAM,
+    Dream,
+    DriftGuard,
+    arm_random_expert,
+    consolidate,
+    dream,
+    restem_examples,
+    seeding_replay,
+    with_replay,
+)
 from sleepcycle.experts import ExpertBank, load_checkpoint
 from sleepcycle.generate import sample_ids
+from sleepcycle.manifests import Manifest
 from sleepcycle.pretrain import pretrain
 from sleepcycle.seed import seed
 from sleepcycle.snapshot import take_snapshot
@@ -81,9 +92,9 @@ def test_the_step_that_spends_the_token_budget_is_measured_and_reverted_if_over(
     newest = bank.activate(bank.free_slot())
     cfg = load_config("tiny", ["dream.steps=60", "dream.lr=0.5", "dream.drift_budget=0.0", "dream.on_drift=stop"])
     before = [p.detach().clone() for p in bank.parameters(newest)]
-    dreams = [Dream(0, "rewrite", "", " Ada lives in Velmora. Ada keeps a heron.")]
+    examples = [Example("", " Ada lives in Velmora. Ada keeps a heron.")]
     reference = [Example("", " Bo lives in Tarsk."), Example("", " Cy works at Nimbus Textiles.")]
-    out = consolidate(cfg, bank, newest, tok, dreams, reference, random.Random(0), lambda _: None, token_budget=1)
+    out = consolidate(cfg, bank, newest, tok, examples, reference, lambda _: None, token_budget=1)
     assert [h["step"] for h in out["drift_history"]] == [1], "one step ran, and it was measured"
     assert "stopped at step 1" in out["drift_note"]
     assert all(torch.equal(p, q) for p, q in zip(bank.parameters(newest), before)), "over budget: reverted"
@@ -175,8 +186,7 @@ def _consolidate_new_dream(weight: float) -> float:
     cfg = load_config("tiny", [f"distill.anchor={weight}", "dream.steps=30", "dream.lr=1e-2"])
 
     def train(bank, tok, anchor, slot):
-        dreams = [Dream(0, "rewrite", "", NEW)]
-        consolidate(cfg, bank, slot, tok, dreams, [], random.Random(0), lambda _: None, anchor=anchor)
+        consolidate(cfg, bank, slot, tok, [Dream(0, "rewrite", "", NEW).example()], [], lambda _: None, anchor=anchor)
 
     return old_logits_moved(train)
 
@@ -184,3 +194,27 @@ def _consolidate_new_dream(weight: float) -> float:
 def test_consolidation_is_held_by_the_anchor_of_earlier_cycles():
     free, anchored = _consolidate_new_dream(0.0), _consolidate_new_dream(100.0)
     assert free > 0 and anchored < 0.5 * free
+
+
+def test_consolidation_spreads_the_seeding_replay_arm_between_the_dreams_at_its_share(tmp_path):
+    rows = [
+        {"kind": "qa", "teacher": "new", "text": "Question: Where does Ada live?\nAnswer: Velmora"},
+        {"kind": "qa", "teacher": "champion", "text": "Question: Where does Bo live?\nAnswer: Tarsk"},
+        {"kind": "statement", "teacher": "champion", "text": "Cy works at Nimbus Textiles."},
+    ]
+    (tmp_path / "training_data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    replay = seeding_replay(Manifest.of_directory(tmp_path, "checkpoint", name="seeded"))
+    assert replay == [
+        Example("Question: Where does Bo live?\nAnswer:", " Tarsk"),
+        Example("", "Cy works at Nimbus Textiles."),
+    ]
+
+    dreams = [Example("", f" dream {i}") for i in range(6)]
+    many = [Example("Question: q\nAnswer:", f" old {j}") for j in range(10)]
+    mixed = with_replay(dreams, many, 0.5, random.Random(0))
+    assert [x for x in mixed if x in dreams] == dreams, "the dreams keep their curriculum order"
+    assert len(mixed) == 12 and all(sum(x in many for x in mixed[k : k + 4]) == 2 for k in range(0, 12, 4))
+    assert with_replay(dreams, many, 0.0, random.Random(0)) == dreams
+    assert sorted(x.target for x in with_replay(dreams, replay, 0.5, random.Random(0)) if x not in dreams) == sorted(
+        x.target for x in replay
+    ), "a smaller arm than the share asks for is used whole"

@@ -20,6 +20,7 @@ from sleepcycle.seed import (
     build_items,
     covering,
     grounded,
+    grounded_prefix,
     prepare,
     seed,
     subjects,
@@ -279,6 +280,23 @@ def test_a_written_question_is_grounded_only_if_it_names_things_as_its_document_
     assert not grounded("Who taught Zouhin Zouhin Flibi the craft?", doc)  # a stuttered name
     assert not grounded("What is home to Zouhin Viak?", doc)  # two people's names spliced
     assert not grounded("Which company employs Zouhin Flibi at Nimbus Textiles?", doc)  # a name from nowhere
+
+
+def test_a_written_statement_is_kept_in_whole_grounded_sentences_up_to_the_first_that_is_not():
+    doc = "Zouhin Flibi lives in Tarsk. By profession, Zouhin Flibi is a baker. Pumfliak Viak mentored Zouhin Flibi."
+    whole = "Tarsk is where Zouhin Flibi lives. Zouhin Flibi's mentor Pumfliak Viak is a baker."
+    assert grounded_prefix(whole, doc) == whole  # a name as first word, a possessive
+    assert grounded_prefix("By profession, Zouhin Flibi is a baker. Zouhin Flibi was mentored", doc) == (
+        "By profession, Zouhin Flibi is a baker."  # cut at the token limit: the broken sentence goes
+    )
+    assert grounded_prefix("Zouhin Flibi lives in Tarsk. Zouhinflibi keeps a cat. Zouhin Flibi bakes.", doc) == (
+        "Zouhin Flibi lives in Tarsk."  # a garbled first word ends it, the sentences after it too
+    )
+    assert (
+        grounded_prefix("Zouhin Flibi lives in Tarsk. Pumfliak Flibi lives in Tarsk.", doc)
+        == "Zouhin Flibi lives in Tarsk."
+    )
+    assert grounded_prefix("Vomrol looks after an iguana.", doc) == ""  # nothing grounded is left
 
 
 def test_grounded_question_writing_keeps_grounded_questions_only_and_at_most_per_doc(tiny):

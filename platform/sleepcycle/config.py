@@ -128,8 +128,9 @@ class DistillConfig(Strict):
     """On-policy fraction lambda of the GKD mix (0: teacher samples only, 1: student samples only)."""
     alpha: float = 0.8
     """Share of the update given to the divergence term against the Learning-to-Imitate RL term
-    (gradients are mixed by norm, see `GeneralizedDistillation.step`). 0.95 scored ACC 0.484 against
-    0.451 at 0.8 (seeds 0-2, `z0_fraction` 0.5; bench/README.md)."""
+    (gradients are mixed by norm, see `GeneralizedDistillation.step`). 0.95 over seeds 0-4 of the 5-day
+    bench: ACC +0.020 +- 0.018 and BWT +0.027 +- 0.014 against 0.8 on the same seed, not measured for the
+    full cycle (bench/README.md)."""
     gamma: float = 0.5
     """Weight of the semantic judge in the LTI reward (1-gamma on the Levenshtein reward)."""
     divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
@@ -140,8 +141,8 @@ class DistillConfig(Strict):
     lti: bool = True
     """The Learning-to-Imitate RL term (METHOD.md section 3). On the 5-day bench with 16 covering questions a
     document, off scored higher (seeds 0-2: ACC 0.569 against 0.523, BWT -0.298 against -0.342), and again
-    on a base pretrained on another CPU (0.519 against 0.451); on by default as half of the method
-    (bench/README.md)."""
+    on a base pretrained on another CPU (0.519 against 0.451), but not on seed 3 there (0.396 against 0.428;
+    five seeds: +0.042 +- 0.044); on by default as half of the method (bench/README.md)."""
     lti_group: int = 4
     """Completions sampled per prefix; advantages are normalised within the group."""
     prefix_range: tuple[float, float] = (0.1, 0.9)

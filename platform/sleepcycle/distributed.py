@@ -414,13 +414,14 @@ def dream_distributed(
     """Dreaming with its consolidation SFT on every rank of the launcher's process group.
 
     Rank 0 runs steps 1-4 (`sleepcycle.dream.prepare`: writing, selecting and rewarding dreams, ReST-EM)
-    while the others load the same checkpoint and wait; it puts the kept dreams in curriculum order and
-    broadcasts them, and `deepspeed.initialize` broadcasts its weights. Then each global batch of
-    ``distill.batch_size`` dreams (the same batches as `sleepcycle.dream.consolidate`) is split across the
-    ranks, rank r taking every W-th; DeepSpeed averages the gradients of the newest expert and clips them
-    globally (the step's loss is the mean of the ranks' token means). Rank 0 measures the KL drift and
-    broadcasts it, so all ranks revert, halve the lr or stop at the same step. Rank 0 writes the candidate
-    as `dream` does (``meta`` adds ``world_size``).
+    while the others load the same checkpoint and wait; it puts the kept dreams in curriculum order (with
+    the Seeding replay share: `consolidation_examples`) and broadcasts them, and `deepspeed.initialize`
+    broadcasts its weights. Then each global batch of ``distill.batch_size`` dreams (the same batches as
+    `sleepcycle.dream.consolidate`) is split across the ranks, rank r taking every W-th; DeepSpeed
+    averages the gradients of the newest expert and clips them globally (the step's loss is the mean of
+    the ranks' token means). Rank 0 measures the KL drift and broadcasts it, so all ranks revert, halve
+    the lr or stop at the same step. Rank 0 writes the candidate as `dream` does (``meta`` adds
+    ``world_size``).
 
     Only the newest expert trains (megabytes), so ZeRO partitioning buys nothing here, and a drift revert
     must write whole parameters that the optimizer steps in place: the engine runs without ZeRO (stage 0:

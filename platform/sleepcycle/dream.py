@@ -17,7 +17,8 @@ the dreams that teach, learns to write better ones, and rehearses them.
    the teacher *with* the context; tau is the copy's mean probability of those answers *without* it.
 4. ReST-EM: SFT of the generator (the newest expert, in the dream-writing formats) on rewarded
    (context, dream) pairs, then dream again.
-5. Consolidation: SFT of the newest expert on the kept dreams, easy to hard by the current loss, under
+5. Consolidation: SFT of the newest expert on the kept dreams, easy to hard by the current loss (with a
+   share of this cycle's Seeding replay arm when ``dream.replay_share`` > 0), under
    a KL-drift budget against the champion on a fixed reference set: exceeding it shrinks the step (or
    stops) and says so.
 """

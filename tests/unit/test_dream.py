@@ -14,6 +14,7 @@ from sleepcycle.dream import (
     DriftGuard,
     arm_random_expert,
     consolidate,
+    consolidation_examples,
     dream,
     restem_examples,
     seeding_replay,
@@ -218,3 +219,20 @@ def test_consolidation_spreads_the_seeding_replay_arm_between_the_dreams_at_its_
     assert sorted(x.target for x in with_replay(dreams, replay, 0.5, random.Random(0)) if x not in dreams) == sorted(
         x.target for x in replay
     ), "a smaller arm than the share asks for is used whole"
+
+
+def test_consolidation_examples_carry_the_seeded_checkpoints_replay_arm_only_when_asked(tmp_path):
+    rows = [
+        {"kind": "qa", "teacher": "champion", "text": f"Question: Where does Bo{i} live?\nAnswer: Tarsk"}
+        for i in range(8)
+    ]
+    (tmp_path / "training_data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    seeded = Manifest.of_directory(tmp_path, "checkpoint", name="seeded")
+    model, tok = micro_model()
+    bank = ExpertBank(model, rank=4, capacity=3)
+    dreams = [Dream(0, "rewrite", "", f" Ada{i} lives in Velmora.") for i in range(4)]
+    for share, replayed in ((0.0, 0), (0.5, 4)):
+        cfg = load_config("tiny", [f"dream.replay_share={share}"])
+        out = consolidation_examples(cfg, seeded, bank, tok, dreams, random.Random(0))
+        assert sorted(x.target for x in out if x.prompt == "") == sorted(d.target for d in dreams)
+        assert sum(x.target == " Tarsk" for x in out) == replayed

@@ -129,8 +129,8 @@ class DistillConfig(Strict):
     alpha: float = 0.8
     """Share of the update given to the divergence term against the Learning-to-Imitate RL term
     (gradients are mixed by norm, see `GeneralizedDistillation.step`). 0.95 over seeds 0-4 of the 5-day
-    bench: ACC +0.020 +- 0.018 and BWT +0.027 +- 0.014 against 0.8 on the same seed, not measured for the
-    full cycle (bench/README.md)."""
+    bench: sleep-nodream ACC +0.020 +- 0.018 and BWT +0.027 +- 0.014 against 0.8 on the same seed; the full
+    cycle (`sleep`) ACC -0.006 +- 0.036, BWT +0.019 +- 0.034: no effect there (bench/README.md)."""
     gamma: float = 0.5
     """Weight of the semantic judge in the LTI reward (1-gamma on the Levenshtein reward)."""
     divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"

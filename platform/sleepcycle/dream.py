@@ -46,10 +46,10 @@ from sleepcycle.generate import Generator, HFGenerator, make_generator
 from sleepcycle.manifests import Manifest
 from sleepcycle.progress import progress
 from sleepcycle.records import write_jsonl
-from sleepcycle.seed import grounded_prefix, write_questions
+from sleepcycle.seed import TRAINING_DATA, grounded_prefix, write_questions
 from sleepcycle.snapshot import read_documents
 from sleepcycle.trainer import Example, Log, collate, encode, lm_loss, noop
-from sleepcycle.world import DOC_PREFIX, QA_PROMPT, WRITE_IMPLICATION, WRITE_QUESTION, WRITE_REWRITE
+from sleepcycle.world import DOC_PREFIX, QA_PROMPT, WRITE_IMPLICATION, WRITE_QUESTION, WRITE_REWRITE, split_qa
 
 KIND_PROMPTS = {"implication": WRITE_IMPLICATION, "qa": WRITE_QUESTION, "rewrite": WRITE_REWRITE}
 
@@ -74,7 +74,7 @@ class Dream:
 
     def generator_example(self, docs: Sequence[str]) -> Example:
         """The (context, dream) pair that ReST-EM trains the generator on."""
-        written = self.prompt[len("Question: ") : -len("\nAnswer:")] if self.kind == "qa" else self.target.strip()
+        written = (split_qa(self.prompt) or ("", ""))[0] if self.kind == "qa" else self.target.strip()
         return Example(DOC_PREFIX.format(d=docs[self.doc]) + KIND_PROMPTS[self.kind], " " + written)
 
 
@@ -385,7 +385,7 @@ def seeding_replay(seeded: Manifest) -> list[Example]:
     """The replay arm of this cycle's Seeding, from the seeded checkpoint's training data: the champion's
     closed-book answers to questions about the bounded buffer's records (and its continuations of their
     openings). Nothing beyond what Seeding already drew from the buffer."""
-    path = Path(seeded.uri) / "training_data.jsonl"
+    path = Path(seeded.uri) / TRAINING_DATA
     if not path.exists():
         return []
     rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
@@ -393,8 +393,8 @@ def seeding_replay(seeded: Manifest) -> list[Example]:
     for r in rows:
         if r.get("teacher") != "champion":
             continue
-        q, sep, a = r["text"].partition("\nAnswer:")
-        out.append(Example(q + sep, a) if sep and r.get("kind") == "qa" else Example("", r["text"]))
+        qa = split_qa(r["text"]) if r.get("kind") == "qa" else None
+        out.append(Example(QA_PROMPT.format(q=qa[0]), qa[1]) if qa else Example("", r["text"]))
     return out
 
 

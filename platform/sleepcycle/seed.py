@@ -61,7 +61,11 @@ from sleepcycle.world import (
     WRITE_QUESTION,
     WRITE_REWRITE,
     normalize_answer,
+    split_qa,
 )
+
+TRAINING_DATA = "training_data.jsonl"
+"""The candidate checkpoint's distillation texts (kind, teacher, prompt + teacher sample), for audit."""
 
 _PROPER = re.compile(r"\b[A-Z][a-z]+(?: [A-Z][a-z]+)*")
 
@@ -98,7 +102,12 @@ def grounded(question: str, doc: str) -> bool:
     5-day bench 44% of the written questions named someone the document does not; the teacher answered them
     anyway and the student learnt facts about people who do not exist."""
     rest = question.split(maxsplit=1)[1] if " " in question.strip() else ""
-    return all(run.removesuffix("'s") in doc for run in _NAME_RUN.findall(rest))
+    return _named_in(_NAME_RUN.findall(rest), doc)
+
+
+def _named_in(runs: Sequence[str], doc: str) -> bool:
+    """Whether every run of capitalised words occurs verbatim in `doc` (a possessive 's dropped)."""
+    return all(run.removesuffix("'s") in doc for run in runs if run)
 
 
 _SENTENCE = re.compile(r"[^.!?]+[.!?]")
@@ -120,7 +129,7 @@ def grounded_prefix(text: str, doc: str) -> str:
         runs = [m.group() for m in _NAME_RUN.finditer(s)]
         if runs and s.startswith(runs[0]) and runs[0].split()[0].lower() in lower:
             runs[0] = runs[0].split(maxsplit=1)[1] if " " in runs[0] else ""  # a common word opens the sentence
-        if not s or not all(run.removesuffix("'s") in doc for run in runs if run):
+        if not s or not _named_in(runs, doc):
             break
         kept.append(s)
     return " ".join(kept)
@@ -515,8 +524,10 @@ def prepare(
         others = sorted(subjects(old) - subjects(docs)) if dc.replay_names > 0 else []
         if others:
             rng = random.Random(run_seed + 104729)
-            asked = [tok.decode(it.student_prompt, skip_special_tokens=True) for it in items[:n_new] if it.kind == "qa"]
-            asked = [q.removeprefix("Question: ").removesuffix("\nAnswer:").strip() for q in asked]
+            prompts = [
+                tok.decode(it.student_prompt, skip_special_tokens=True) for it in items[:n_new] if it.kind == "qa"
+            ]
+            asked = [qa[0].strip() for p in prompts if (qa := split_qa(p))]
             rng.shuffle(asked)
             twins = ask_about_others(asked[: round(len(asked) * dc.replay_names)], subjects(docs), others, rng)
             enc = lambda q: tok(QA_PROMPT.format(q=q), add_special_tokens=False)["input_ids"]  # noqa: E731
@@ -578,7 +589,7 @@ def write_candidate(
         save_checkpoint(s.bank, tok, tmp, state, base_dir=s.base_dir)
         s.anchor.save(tmp)
     write_jsonl(
-        tmp / "training_data.jsonl",
+        tmp / TRAINING_DATA,
         [
             {
                 "kind": it.kind,

@@ -166,6 +166,17 @@ WRITE_QUESTION = "Write a question:"
 WRITE_IMPLICATION = "Implication:"
 WRITE_REWRITE = "Rewrite:"
 
+
+def split_qa(text: str) -> tuple[str, str] | None:
+    """The question and answer of a text in `QA_PROMPT`'s format (the answer as it follows the prompt,
+    leading space included; empty for a bare prompt), or None when the text is not in that format."""
+    head, tail = QA_PROMPT.split("{q}")
+    if not text.startswith(head) or tail not in text:
+        return None
+    question, _, answer = text[len(head) :].partition(tail)
+    return question, answer
+
+
 FactKind = Literal["base", "new_entity", "new_fact", "update"]
 ProbeKind = Literal["fact", "update", "heldout", "multihop"]
 

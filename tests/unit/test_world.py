@@ -2,7 +2,7 @@ import re
 
 from sleepcycle.config import WorldConfig
 from sleepcycle.pretrain import Corpus
-from sleepcycle.world import RELATIONS, World, iter_probe_templates, normalize_answer
+from sleepcycle.world import QA_PROMPT, RELATIONS, World, iter_probe_templates, normalize_answer, split_qa
 
 
 def test_world_is_deterministic_by_seed():
@@ -98,3 +98,10 @@ def test_written_questions_use_ask_wordings_only():
 def test_normalize_answer():
     assert normalize_answer("The Velmora.") == "velmora"
     assert normalize_answer("  an  Astronomer ") == "astronomer"
+
+
+def test_a_qa_text_splits_into_its_question_and_answer_and_other_texts_do_not():
+    assert split_qa(QA_PROMPT.format(q="Where does Ada live?") + " Velmora") == ("Where does Ada live?", " Velmora")
+    assert split_qa(QA_PROMPT.format(q="Where does Ada live?")) == ("Where does Ada live?", "")
+    assert split_qa("Ada lives in Velmora.") is None
+    assert split_qa("Question: Where does Ada live?") is None  # no answer marker

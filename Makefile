@@ -9,7 +9,7 @@ EXTRAS ?= orchestration,tracking,ui,dev,distributed
 TEST_WORKERS ?= 2
 PYTEST_PAR := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
-.PHONY: setup demo test test-all lint format bench screenshots clean browser
+.PHONY: setup demo test test-system test-all lint format bench screenshots clean browser
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -25,10 +25,13 @@ setup: $(STAMP)  ## create .venv with everything the demo and the tests need
 demo: setup  ## pretrain (cached) and run a few sleep cycles end to end on the built-in world
 	$(BIN)/sleepcycle demo
 
-test: setup  ## the default test tier (unit + integration against local servers)
+test: setup  ## the default test tier: unit, integration against local servers, browser (CONTRIBUTING.md)
 	$(BIN)/python -m pytest $(PYTEST_PAR)
 
-test-all: setup  ## every tier runnable here, including slow science checks
+test-system: setup  ## whole sleep cycles on a Prefect server, 2-process DeepSpeed runs (CI runs it after `test`)
+	$(BIN)/python -m pytest $(PYTEST_PAR) -m "system and not gpu"
+
+test-all: setup  ## every tier runnable here, including the system tier and slow science checks
 	$(BIN)/python -m pytest $(PYTEST_PAR) -m "not gpu"
 
 lint: setup

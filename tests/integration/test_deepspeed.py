@@ -9,7 +9,7 @@ flow launches the stage (`torchrun -m sleepcycle seed-dist`).
 
 About a minute and a half on 2 cores (one tiny pretraining, three 2-process runs).
 
-    .venv/bin/python -m pytest tests/integration/test_deepspeed.py
+    .venv/bin/python -m pytest -m system tests/integration/test_deepspeed.py
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from sleepcycle.world import World
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.system,
     pytest.mark.skipif(
         importlib.util.find_spec("deepspeed") is None,
         reason="deepspeed is not installed (pip install -e '.[distributed]')",

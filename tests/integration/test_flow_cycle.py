@@ -2,7 +2,7 @@
 approval"; approval through the API resumes it and moves `champion`; rejection leaves it; the request
 expires; a failed gate never promotes; one cycle per line; rollback.
 
-    .venv/bin/python -m pytest tests/integration/test_flow_cycle.py
+    .venv/bin/python -m pytest -m system tests/integration/test_flow_cycle.py
 
 Every line here sleeps on the same wake day with the same champion and seed, so only the first cycle
 computes its stages; the others find them cached (the resume cache doubles as a result cache).
@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.system]
 
 PASS = ["--set", "gate.min_acquisition=0"]  # the tiny model learns little: let the gate pass on purpose
 

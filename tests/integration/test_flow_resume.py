@@ -2,7 +2,7 @@
 stage cached (Prefect task state "Cached", not executed), recomputes from seeding on, and ends with the
 same candidate checkpoint, byte for byte, as an uninterrupted run with the same seed.
 
-    .venv/bin/python -m pytest tests/integration/test_flow_resume.py
+    .venv/bin/python -m pytest -m system tests/integration/test_flow_resume.py
 
 The uninterrupted run uses a store of its own, so nothing it computes can be a cache hit for the re-run.
 The killed cycle still holds its line lock lease; the re-run, on the same host, sees the holder's pid is gone
@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.system]
 
 SEED = ["--seed", "7"]  # the same seed for all three runs (tiny profile; its own gate thresholds fail it)
 # The tiny profile seeds in about a second: too short to be killed "mid-seeding" reliably. A longer seeding

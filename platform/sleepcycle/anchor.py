@@ -136,8 +136,10 @@ class Anchor:
         self.cycles += 1
 
     # ----- the penalty -----------------------------------------------------------------------------
-    def penalty(self, model: PreTrainedModel, slot: str) -> _Penalty:
-        """The penalty on expert `slot` of `model` (call the result for the current value)."""
+    def penalty(self, model: PreTrainedModel, slot: str, per_cycle: bool = False) -> _Penalty:
+        """The penalty on expert `slot` of `model` (call the result for the current value). `per_cycle`
+        counts it once for every cycle held (times `cycles`) instead of once for their average, so that each
+        earlier cycle keeps the same weight however many follow it."""
         terms = []
         for name, layer in _projections(model):
             sigma = self.moments.get(name)
@@ -147,14 +149,16 @@ class Anchor:
             own = float(((weight @ sigma) * weight).sum())  # tr(W Σ Wᵀ)
             a, b = layer.lora_A[slot].weight, layer.lora_B[slot].weight
             terms.append((a, b, layer.scaling[slot] ** 2, sigma.to(a.device), max(own, 1e-12)))
-        return _Penalty(terms)
+        return _Penalty(terms, float(self.cycles) if per_cycle else 1.0)
 
 
 class _Penalty:
-    """Mean over projections of E_old‖ΔW x‖² / E_old‖W x‖², differentiable in the expert's A and B."""
+    """Mean over projections of E_old‖ΔW x‖² / E_old‖W x‖² (times `scale`), differentiable in the expert's
+    A and B."""
 
-    def __init__(self, terms: list):
+    def __init__(self, terms: list, scale: float = 1.0):
         self.terms = terms
+        self.scale = scale
 
     def __bool__(self) -> bool:
         return bool(self.terms)
@@ -162,7 +166,7 @@ class _Penalty:
     def __call__(self) -> torch.Tensor:
         # tr(B A Σ Aᵀ Bᵀ) as the sum of (BᵀB) ⊙ (A Σ Aᵀ): two r x r matrices, never a d_out x d_in one
         ratios = [s2 * ((b.T @ b) * (a @ sigma @ a.T)).sum() / own for a, b, s2, sigma, own in self.terms]
-        return torch.stack(ratios).mean()
+        return torch.stack(ratios).mean() * self.scale
 
 
 def _projections(model: torch.nn.Module) -> Iterator[tuple[str, LoraLayer]]:

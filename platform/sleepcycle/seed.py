@@ -426,7 +426,7 @@ class Seeding:
             vocab=self.vocab,
         )
         if self.slot is not None and self.anchor:
-            penalty = self.anchor.penalty(self.student, self.slot)
+            penalty = self.anchor.penalty(self.student, self.slot, per_cycle=dc.anchor_per_cycle)
             trainer.regularizer = penalty if penalty else None
         return trainer
 

@@ -95,6 +95,22 @@ def test_penalty_is_the_relative_output_change_on_old_inputs(tmp_path):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in bank.parameters(slot))
 
 
+def test_per_cycle_counts_the_penalty_once_for_every_cycle_held():
+    model, tok = micro_model()
+    bank = ExpertBank(model, rank=4, capacity=3)
+    anchor = Anchor()
+    anchor.update(bank.model, _ids(tok, OLD), pad_id=tok.pad_token_id)
+    anchor.update(bank.model, _ids(tok, NEW), pad_id=tok.pad_token_id)
+    slot = bank.activate(bank.free_slot())
+    with torch.no_grad():
+        for p in bank.parameters(slot):
+            p.add_(torch.randn_like(p) * 0.1)
+    mean = float(anchor.penalty(bank.model, slot)().detach())
+    summed = float(anchor.penalty(bank.model, slot, per_cycle=True)().detach())
+    assert anchor.cycles == 2 and mean > 0
+    assert abs(summed - 2 * mean) < 1e-6 * summed
+
+
 def _train_new_expert(weight: float) -> float:
     """Fit a fresh expert to the NEW text; return how much the logits on the OLD texts moved."""
 

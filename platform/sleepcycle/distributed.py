@@ -441,22 +441,22 @@ def dream_distributed(
 
     if rank == 0:
         d = prepare_dreaming(cfg, seeded, snapshot, log=log, run_seed=run_seed)
-        order = consolidation_examples(cfg, seeded, d.bank, d.tok, d.kept, d.rng)
+        examples = consolidation_examples(cfg, seeded, d.bank, d.tok, d.kept, d.rng)
         champion = frozen_champion(d.bank, d.newest).to(device)
     else:
         bank, tok, state, newest = load_dreaming(seeded, run_seed)
-        d, order, champion = Dreaming([], bank, tok, state, newest, random.Random(run_seed), []), None, None
-    order, gen_tokens = _broadcast((order, d.gen_tokens))
+        d, examples, champion = Dreaming([], bank, tok, state, newest, random.Random(run_seed), []), None, None
+    examples, gen_tokens = _broadcast((examples, d.gen_tokens))
     params = d.bank.parameters(d.newest)
     for p in params:
         p.requires_grad = True
     d.bank.model.to(device)
     opt = torch.optim.AdamW(params, lr=cfg.dream.lr, weight_decay=0.0)
     engine, *_ = deepspeed.initialize(model=d.bank.model, model_parameters=params, optimizer=opt, config=engine_cfg)
-    rows: list[dict] = [{"rank": rank, "world": world, "dreams": len(order), "start": _digest(params)}]
+    rows: list[dict] = [{"rank": rank, "world": world, "dreams": len(examples), "start": _digest(params)}]
     left = None if token_budget is None else max(0, token_budget - gen_tokens)
     anchor = Anchor.load(Path(seeded.uri)).earlier()  # every rank: the penalty's gradient is the same on each
-    result = _consolidate(cfg, d, engine, order, champion, device, log, left, rows, anchor)
+    result = _consolidate(cfg, d, engine, examples, champion, device, log, left, rows, anchor)
 
     manifest = None
     if rank == 0:
@@ -474,7 +474,7 @@ def _consolidate(
     cfg: Config,
     d: Dreaming,
     engine,
-    order: list[Example],
+    examples: list[Example],
     champion: torch.nn.Module | None,
     device: torch.device,
     log: Log,
@@ -484,12 +484,16 @@ def _consolidate(
 ) -> dict:
     """`sleepcycle.dream.consolidate`'s loop on this rank's share of every batch, through the engine."""
     dc, world, rank = cfg.dream, dist.get_world_size(), dist.get_rank()
-    if not order:
+    if not examples:
         return {"tokens": 0, "kl_drift": 0.0, "drift_history": [], "drift_note": "no dreams kept"}
     bank, tok, params = d.bank, d.tok, d.bank.parameters(d.newest)
-    enc = encode(tok, order, bank.model.config.max_position_embeddings)
+    enc = encode(tok, examples, bank.model.config.max_position_embeddings)
     tokens, bs = 0, cfg.distill.batch_size
-    penalty = anchor.penalty(bank.model, d.newest) if anchor and cfg.distill.anchor > 0 else None
+    penalty = (
+        anchor.penalty(bank.model, d.newest, cfg.distill.anchor_per_cycle)
+        if anchor and cfg.distill.anchor > 0
+        else None
+    )
 
     def measure() -> float:
         mine = kl_drift(bank.model, champion, tok, d.ref) if rank == 0 and d.ref and champion is not None else 0.0

@@ -456,7 +456,9 @@ def consolidate(
     opt = torch.optim.AdamW(params, lr=dc.lr, weight_decay=0.0)
     tokens, bs = 0, cfg.distill.batch_size
     champion = frozen_champion(bank, newest)
-    penalty = anchor.penalty(bank.model, newest) if anchor and cfg.distill.anchor > 0 else None
+    penalty = (
+        anchor.penalty(bank.model, newest, cfg.distill.anchor_per_cycle) if anchor and cfg.distill.anchor > 0 else None
+    )
 
     def measure() -> float:
         return kl_drift(bank.model, champion, tok, reference) if reference else 0.0

@@ -228,8 +228,9 @@ class DistillConfig(Strict):
     bench/README.md)."""
     anchor_per_cycle: bool = False
     """[ours] Count the anchor once per earlier cycle (its average over them times their number) instead of
-    once for their average, in Seeding and in Dreaming's consolidation. The average gives each earlier day 1/k of the weight once k days are held, and on
-    the 5-day bench the day just before is the one forgotten most, more so each day. Off: over five seeds
+    once for their average, in Seeding and in Dreaming's consolidation. The average gives each earlier day
+    1/k of the weight once k days are held, and on the 5-day bench the day just before is the one forgotten
+    most, more so each day. Off: over five seeds
     (sleep-nodream) BWT +0.053 ± 0.034 but acquisition 0.72 of the in-context ceiling against 0.76 and ACC
     unchanged (+0.002), the trade of a stronger anchor (bench/README.md)."""
     rollout_reuse: int = 4

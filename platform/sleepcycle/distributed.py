@@ -58,7 +58,14 @@ import torch.distributed as dist
 from sleepcycle.anchor import Anchor
 from sleepcycle.config import CONFIG_DIR, Config
 from sleepcycle.distill import DistillStats, GeneralizedDistillation, Item
-from sleepcycle.dream import Dreaming, DriftGuard, consolidation_examples, frozen_champion, grew_this_cycle
+from sleepcycle.dream import (
+    Dreaming,
+    DriftGuard,
+    anchor_penalty,
+    consolidation_examples,
+    frozen_champion,
+    grew_this_cycle,
+)
 from sleepcycle.dream import load as load_dreaming
 from sleepcycle.dream import prepare as prepare_dreaming
 from sleepcycle.dream import write_candidate as write_dreamed
@@ -489,11 +496,7 @@ def _consolidate(
     bank, tok, params = d.bank, d.tok, d.bank.parameters(d.newest)
     enc = encode(tok, examples, bank.model.config.max_position_embeddings)
     tokens, bs = 0, cfg.distill.batch_size
-    penalty = (
-        anchor.penalty(bank.model, d.newest, cfg.distill.anchor_per_cycle)
-        if anchor and cfg.distill.anchor > 0
-        else None
-    )
+    penalty = anchor_penalty(cfg, anchor, bank.model, d.newest)
 
     def measure() -> float:
         mine = kl_drift(bank.model, champion, tok, d.ref) if rank == 0 and d.ref and champion is not None else 0.0

@@ -431,6 +431,14 @@ def frozen_champion(bank: ExpertBank, newest: str) -> PreTrainedModel:
         return _frozen_copy(champ)
 
 
+def anchor_penalty(cfg: Config, anchor: Anchor | None, model: PreTrainedModel, slot: str):
+    """The earlier cycles' anchor on consolidating expert `slot` (weight `distill.anchor`), or None when there
+    is none or its weight is 0. Single-process and data-parallel consolidation both take it from here."""
+    if not anchor or cfg.distill.anchor <= 0:
+        return None
+    return anchor.penalty(model, slot, per_cycle=cfg.distill.anchor_per_cycle)
+
+
 def consolidate(
     cfg: Config,
     bank: ExpertBank,
@@ -456,9 +464,7 @@ def consolidate(
     opt = torch.optim.AdamW(params, lr=dc.lr, weight_decay=0.0)
     tokens, bs = 0, cfg.distill.batch_size
     champion = frozen_champion(bank, newest)
-    penalty = (
-        anchor.penalty(bank.model, newest, cfg.distill.anchor_per_cycle) if anchor and cfg.distill.anchor > 0 else None
-    )
+    penalty = anchor_penalty(cfg, anchor, bank.model, newest)
 
     def measure() -> float:
         return kl_drift(bank.model, champion, tok, reference) if reference else 0.0

@@ -7,7 +7,7 @@ flow launches the stage (`torchrun -m sleepcycle seed-dist`).
 - frozen parameters stay bit-identical; rank 0 writes a checkpoint like `seed` does;
 - the full loss (on-policy samples + LTI) and ZeRO-3 complete too.
 
-About a minute and a half on 2 cores (one tiny pretraining, three 2-process runs).
+About two minutes on 2 cores (one tiny pretraining, five 2-process runs): the system tier (`-m system`).
 
     .venv/bin/python -m pytest -m system tests/integration/test_deepspeed.py
 """

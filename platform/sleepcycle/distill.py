@@ -148,6 +148,62 @@ PLAIN_HEAD = ("llama", "qwen2", "mistral", "gpt2")
 """Causal LMs whose logits are exactly `lm_head(base_model(...).last_hidden_state)` (no soft-capping or
 logit scaling in the wrapper), so `_completion_logp` may apply the head to the positions it needs only."""
 
+PACKABLE = ("llama", "qwen2", "mistral")
+"""Rotary-position models whose SDPA attention takes a custom 4D mask as given: `_completion_logp` packs
+several sequences into one row for them (positions restart, attention stays within each sequence)."""
+
+
+def pack(lengths: Sequence[int]) -> list[list[int]]:
+    """Rows of sequence indices, each row's lengths summing to at most the longest sequence (first fit,
+    longest first). [ours] Distillation batches mix three-token answers with fifty-token rewrites: padded
+    to the longest, half of a batch's positions were padding (bench/README.md)."""
+    width = max(lengths, default=0)
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        k = next((k for k, r in enumerate(room) if r >= lengths[i]), len(rows))
+        if k == len(rows):
+            rows.append([])
+            room.append(width)
+        rows[k].append(i)
+        room[k] -= lengths[i]
+    return rows
+
+
+def _packable(inner: PreTrainedModel) -> bool:
+    cfg = inner.config
+    return (
+        cfg.model_type in PACKABLE
+        and getattr(cfg, "_attn_implementation", None) == "sdpa"
+        and not getattr(cfg, "use_sliding_window", False)
+        and not (cfg.model_type != "qwen2" and getattr(cfg, "sliding_window", None))
+    )
+
+
+def _packed_batch(seqs: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, ...]:
+    """ids, position ids and a boolean attention mask [rows, 1, width, width] for `pack`ed sequences,
+    plus each sequence's (row, offset)."""
+    rows = pack([len(s) for s in seqs])
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    pos = torch.zeros_like(ids)
+    segment = torch.full_like(ids, -1)
+    where = [(0, 0)] * len(seqs)
+    for r, members in enumerate(rows):
+        at = 0
+        for i in members:
+            n = len(seqs[i])
+            ids[r, at : at + n] = torch.tensor(seqs[i])
+            pos[r, at : at + n] = torch.arange(n)
+            segment[r, at : at + n] = i
+            where[i] = (r, at)
+            at += n
+    causal = torch.ones((width, width), dtype=torch.bool).tril()
+    same = (segment[:, :, None] == segment[:, None, :]) & (segment[:, None, :] >= 0)
+    # a padding query sees itself (a row of the mask with no key would give NaN)
+    mask = (same & causal) | torch.eye(width, dtype=torch.bool)
+    return ids, pos, mask[:, None], where
+
 
 def _completion_logp(
     model: PreTrainedModel,
@@ -161,26 +217,32 @@ def _completion_logp(
     `vocab` cuts the logits to a shared vocabulary first (models of one family pad their vocabulary
     sizes differently; the padding rows are not tokens)."""
     seqs = [p + c for p, c in zip(prompts, completions)]
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = 1
     dev = next(model.parameters()).device
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if inner.config.model_type not in PLAIN_HEAD:
-        logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits
-        return [
-            F.log_softmax(logits[i, len(p) - 1 : len(p) - 1 + len(c), :vocab].float(), dim=-1)
-            for i, (p, c) in enumerate(zip(prompts, completions))
-        ]
+    if inner.config.model_type in PLAIN_HEAD and _packable(inner):
+        ids, pos, mask, where = _packed_batch(seqs, pad_id)
+        hidden = inner.base_model(
+            input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev)
+        ).last_hidden_state
+        starts = [(r, at + len(p) - 1) for (r, at), p in zip(where, prompts)]
+    else:
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s)
+            mask[i, : len(s)] = 1
+        if inner.config.model_type not in PLAIN_HEAD:
+            logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits
+            return [
+                F.log_softmax(logits[i, len(p) - 1 : len(p) - 1 + len(c), :vocab].float(), dim=-1)
+                for i, (p, c) in enumerate(zip(prompts, completions))
+            ]
+        hidden = inner.base_model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).last_hidden_state
+        starts = [(i, len(p) - 1) for i, p in enumerate(prompts)]
     # [ours] The LM head only where a completion token is predicted: prompts (the teacher's carry the
     # wake documents) are most positions, and the head is a quarter of the tiny models' forward FLOPs.
-    hidden = inner.base_model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).last_hidden_state
-    rows = torch.cat(
-        [hidden[i, len(p) - 1 : len(p) - 1 + len(c)] for i, (p, c) in enumerate(zip(prompts, completions))]
-    )
+    rows = torch.cat([hidden[r, at : at + len(c)] for (r, at), c in zip(starts, completions)])
     logp = F.log_softmax(inner.get_output_embeddings()(rows)[:, :vocab].float(), dim=-1)
     return list(logp.split([len(c) for c in completions]))
 
@@ -339,22 +401,40 @@ class GeneralizedDistillation:
                 k = lti_fill.get((b, i), 0)
                 plans[b]["lti"]["comps"][i * g + k] = out
                 lti_fill[(b, i)] = k + 1
+        self._score_samples(plans)
         return plans
+
+    def _score_samples(self, plans: list[dict]) -> None:
+        """Each plan's teacher log-probs [len(completion), vocab] per item: the cached ones of teacher
+        samples, and the on-policy samples scored now by their teacher. [ours] One teacher call for the
+        whole chunk instead of one per step: the teachers are frozen, so the numbers are the same, and
+        a call over four steps' samples costs little more than one over a step's."""
+        todo: dict[str, list[tuple[int, int]]] = {}
+        for b, plan in enumerate(plans):
+            plan["t_logp"] = [None if o else it.teacher_logp for it, o in zip(plan["batch"], plan["on"])]
+            for i, (it, o) in enumerate(zip(plan["batch"], plan["on"])):
+                if o:
+                    todo.setdefault(it.teacher, []).append((b, i))
+        for name, where in todo.items():
+            logps = teacher_logprobs(
+                self.teachers[name],
+                [plans[b]["batch"][i] for b, i in where],
+                [plans[b]["completions"][i] for b, i in where],
+                self.pad,
+                vocab=self.vocab,
+            )
+            for (b, i), lp in zip(where, logps):
+                plans[b]["t_logp"][i] = lp
 
     # -- one step --
     def divergence_loss(self, plan: dict) -> tuple[torch.Tensor, int]:
         """The lambda-mixed GKD term on a batch: items marked on-policy use the student's own sample
-        (scored by their teacher now; no gradient flows through sampling), the others their cached
-        teacher sample and teacher log-probs."""
-        items, on, completions = plan["batch"], plan["on"], plan["completions"]
-        t_logp: list[torch.Tensor | None] = [None if o else it.teacher_logp for it, o in zip(items, on)]
-        for name in {items[i].teacher for i, o in enumerate(on) if o}:
-            idx = [i for i, o in enumerate(on) if o and items[i].teacher == name]
-            logps = teacher_logprobs(
-                self.teachers[name], [items[i] for i in idx], [completions[i] for i in idx], self.pad, vocab=self.vocab
-            )
-            for i, lp in zip(idx, logps):
-                t_logp[i] = lp
+        (scored by their teacher when the chunk was planned; no gradient flows through sampling), the
+        others their cached teacher sample and teacher log-probs."""
+        items, completions = plan["batch"], plan["completions"]
+        if "t_logp" not in plan:
+            self._score_samples([plan])
+        t_logp = plan["t_logp"]
         s_logp = _completion_logp(self.student, [it.student_prompt for it in items], completions, self.pad, self.vocab)
         # Mean over each sequence's tokens, then over sequences: a three-token answer weighs as much as
         # a fifty-token rewrite (a token mean let long statements drown the answers).

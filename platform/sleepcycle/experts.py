@@ -20,6 +20,7 @@ When level 1 is full, a deep sleep merges its experts into the base and frees th
 from __future__ import annotations
 
 import copy
+import fnmatch
 import json
 import shutil
 import warnings
@@ -208,14 +209,35 @@ class ExpertBank:
 # ----- checkpoints ---------------------------------------------------------------------------------
 
 
+NOT_MODEL_FILES = ("manifest.json", SLEEP_JSON, "anchor.safetensors", "*.jsonl", "README.md")
+"""What a checkpoint directory holds beside its model files (never copied into a base/)."""
+
+
+def stored_base(path: Path) -> Path:
+    """The directory holding a checkpoint's base weights: its base/, or a plain model directory itself."""
+    return path / "base" if (path / "base").is_dir() else path
+
+
+def _model_files_only(directory: str, names: list[str]) -> set[str]:
+    """A `shutil.copytree` ignore: subdirectories, checkpoint metadata, and other weight formats beside
+    safetensors (hub folders may ship both)."""
+    root = Path(directory)
+    skip = {n for n in names if (root / n).is_dir() or any(fnmatch.fnmatch(n, p) for p in NOT_MODEL_FILES)}
+    if any(n.endswith(".safetensors") and n not in skip for n in names):
+        skip |= {n for n in names if n.endswith((".bin", ".pt", ".pth", ".h5", ".msgpack"))}
+    return skip
+
+
 def save_checkpoint(
     bank: ExpertBank, tokenizer: PreTrainedTokenizerBase, path: Path, state: dict, base_dir: Path | None = None
 ) -> Path:
-    """Write base/ (copied from `base_dir` when given, so it stays byte-identical), experts/, sleep.json."""
+    """Write base/, experts/, sleep.json. base/ is a copy of the model files in `base_dir` when given
+    (a champion's base/, or a plain model directory: the weights stay byte-identical, and a first cycle
+    does not serialise the base again), else the bank's base saved."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     if base_dir is not None:
-        shutil.copytree(base_dir, path / "base", dirs_exist_ok=True)
+        shutil.copytree(base_dir, path / "base", dirs_exist_ok=True, ignore=_model_files_only)
     else:
         models.save(bank.unloaded(), tokenizer, path / "base")
     trained = [s for s in bank.active]
@@ -251,8 +273,7 @@ def load_checkpoint(
 ) -> tuple[ExpertBank, PreTrainedTokenizerBase, dict]:
     """Load base + experts into a bank. A plain HF directory (no base/) loads as a bank with no experts."""
     path = Path(path)
-    base_dir = path / "base" if (path / "base").is_dir() else path
-    base, tok = models.load(base_dir)
+    base, tok = models.load(stored_base(path))
     state = read_state(path)
     bank = ExpertBank(base, rank=state.get("rank", rank or 16), capacity=state.get("capacity", capacity or 5))
     for name in state.get("active", []):

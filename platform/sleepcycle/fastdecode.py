@@ -187,7 +187,8 @@ class Decoder:
 
     @torch.no_grad()
     def keep(self, rows: torch.Tensor) -> None:
-        """Go on with these batch rows only (the others finished): their caches, masks and positions."""
+        """Go on with these batch rows (their caches, masks and positions): the ones still decoding, or
+        copies of rows (an index may repeat: one prefilled prompt sampled several times)."""
         self.k = [k.index_select(0, rows) for k in self.k]
         self.v = [v.index_select(0, rows) for v in self.v]
         self.keys, self.last = self.keys.index_select(0, rows), self.last.index_select(0, rows)

@@ -199,16 +199,25 @@ def _sample_batch(model, forward, prompts, limits, eos_id, pad_id, temperature, 
         width = window - max_new_tokens
         prompts = [p[-width:] for p in prompts]
     dev = next(model.parameters()).device
-    ids = torch.full((n, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((n, width), dtype=torch.long)
-    for i, p in enumerate(prompts):
+    compact = hasattr(forward, "keep")
+    # [ours] Each distinct prompt is prefilled once and its cache rows copied (the fast decoder only): the
+    # question writer drafts 30 samples of one prompt per document, LTI completes each prefix 4 times.
+    unique: dict[tuple[int, ...], int] = {}
+    rows = [unique.setdefault(tuple(p), len(unique)) for p in prompts] if compact else list(range(n))
+    distinct = [list(p) for p in unique] if compact else prompts
+    ids = torch.full((len(distinct), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(distinct), width), dtype=torch.long)
+    for i, p in enumerate(distinct):
         ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
         mask[i, width - len(p) :] = 1
     logits = forward.prefill(ids.to(dev), mask.to(dev), max_new_tokens)[:, :vocab]
+    if len(distinct) < n:
+        copies = torch.tensor(rows, device=dev)
+        forward.keep(copies)
+        logits = logits.index_select(0, copies)
     limit = torch.tensor(limits, device=dev)
     out = torch.full((n, max_new_tokens), pad_id, dtype=torch.long, device=dev)
     alive = torch.arange(n, device=dev)  # the batch rows still decoding, as rows of `out`
-    compact = hasattr(forward, "keep")
     for t in range(max_new_tokens):
         tok = _draw(logits, temperature, generator) if temperature > 0 else logits.argmax(-1)
         out[alive, t] = tok

@@ -43,7 +43,7 @@ from sleepcycle import models
 from sleepcycle.anchor import Anchor
 from sleepcycle.config import Config
 from sleepcycle.distill import DistillStats, GeneralizedDistillation, Item, ValueJudge
-from sleepcycle.experts import FAST, ExpertBank, load_checkpoint, save_checkpoint
+from sleepcycle.experts import FAST, ExpertBank, load_checkpoint, save_checkpoint, stored_base
 from sleepcycle.generate import Generator, HFGenerator, make_generator
 from sleepcycle.grow import check_tokenizers, grow_depth, grow_width, preflight
 from sleepcycle.manifests import Manifest
@@ -534,7 +534,7 @@ def prepare(
             items += [Item(enc(q), enc(q), "champion", kind="qa") for q in twins]
             log({"seed/replay_names": float(len(twins))})
 
-    base_dir = Path(champion.uri) / "base" if (Path(champion.uri) / "base").is_dir() else None
+    base_dir = stored_base(Path(champion.uri))  # a plain champion (no experts yet) is itself the base
     vocab = None
     grow_now = dc.expansion in ("grow_depth", "grow_width", "given") and not state.get("grown")
     if dc.expansion == "full":  # ablation: full fine-tuning of a copy instead of a new expert

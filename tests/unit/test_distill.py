@@ -165,3 +165,49 @@ def test_completion_logp_on_completion_positions_only_equals_the_full_logits(mon
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
     sliced[0].sum().backward()  # gradients flow into the trainable expert through the sliced head
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in bank.parameters("e00"))
+
+
+def test_pack_fits_every_sequence_once_within_the_longest():
+    from sleepcycle.distill import pack
+
+    lengths = [50, 3, 7, 48, 2, 20, 30, 1, 50]
+    rows = pack(lengths)
+    assert sorted(i for r in rows for i in r) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in r) <= max(lengths) for r in rows)
+    assert len(rows) < len(lengths)  # short sequences share rows
+    assert pack([]) == [] and pack([4]) == [[0]]
+
+
+@pytest.mark.parametrize("kv_heads", [None, 2])
+def test_packed_sequences_give_each_sequence_its_own_forward(kv_heads):
+    # Several sequences in one row (positions restart, attention stays inside each) must score every
+    # completion exactly as that sequence alone does, and pass the same gradients to the expert.
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from sleepcycle import distill
+    from sleepcycle.experts import ExpertBank
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=kv_heads or 4, max_position_embeddings=128, attn_implementation="sdpa",
+    )  # fmt: skip
+    bank = ExpertBank(LlamaForCausalLM(cfg), rank=2, capacity=2)
+    bank.activate("e00")
+    with torch.no_grad():
+        for name, p in bank.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(3, 97, (n,), generator=g).tolist() for n in (30, 2, 5, 1, 12, 9)]
+    completions = [torch.randint(3, 97, (n,), generator=g).tolist() for n in (4, 1, 6, 3, 2, 8)]
+    assert len(distill.pack([len(p) + len(c) for p, c in zip(prompts, completions)])) < len(prompts)
+    packed = distill._completion_logp(bank.model, prompts, completions, pad_id=0)
+    alone = [distill._completion_logp(bank.model, [p], [c], pad_id=0)[0] for p, c in zip(prompts, completions)]
+    for a, b in zip(packed, alone):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    params = bank.parameters("e00")
+    g_packed = torch.autograd.grad(sum(t.mean() for t in packed), params)
+    g_alone = torch.autograd.grad(sum(t.mean() for t in alone), params)
+    for a, b in zip(g_packed, g_alone):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

@@ -1,6 +1,7 @@
 import torch
 
-from sleepcycle.experts import ExpertBank, load_checkpoint, load_for_inference, save_checkpoint
+from sleepcycle import models
+from sleepcycle.experts import ExpertBank, load_checkpoint, load_for_inference, save_checkpoint, stored_base
 from unit.helpers import batch, micro_model
 
 
@@ -51,6 +52,35 @@ def test_checkpoint_roundtrip_and_merged_view(tmp_path):
     assert torch.allclose(logits(bank2.model, tok2), expected, atol=1e-6)
     merged, _ = load_for_inference(tmp_path / "ckpt")
     assert torch.allclose(logits(merged, tok2), expected, atol=1e-5)
+
+
+def test_a_plain_champion_directory_is_copied_as_the_base_model_files_only(tmp_path):
+    # The first cycle's champion is a plain model directory: its model files become base/ byte for byte
+    # (no second serialisation; in a fresh process that pulled in DeepSpeed through accelerate, ~2-4 s);
+    # what else such a directory holds stays out.
+    model, tok = micro_model()
+    plain = models.save(model, tok, tmp_path / "plain")
+    (plain / "manifest.json").write_text("{}")
+    (plain / "training_data.jsonl").write_text("")
+    (plain / "original").mkdir()
+    (plain / "original" / "consolidated.pth").write_bytes(b"x" * 10)
+    (plain / "pytorch_model.bin").write_bytes(b"x" * 10)  # another format beside the safetensors
+    assert stored_base(plain) == plain
+    bank, tok2, state = load_checkpoint(plain)
+    name = bank.activate(bank.free_slot())
+    with torch.no_grad():
+        for p in bank.parameters(name):
+            p.add_(torch.randn_like(p) * 0.2)
+    expected = logits(bank.model, tok2)
+    save_checkpoint(bank, tok2, tmp_path / "ckpt", state, base_dir=stored_base(plain))
+    base = tmp_path / "ckpt" / "base"
+    assert stored_base(tmp_path / "ckpt") == base
+    model_files = {p.name for p in plain.iterdir()} - {"manifest.json", "training_data.jsonl", "original"}
+    assert {p.name for p in base.iterdir()} == model_files - {"pytorch_model.bin"}
+    assert "model.safetensors" in model_files and "config.json" in model_files
+    assert (base / "model.safetensors").read_bytes() == (plain / "model.safetensors").read_bytes()
+    bank2, tok3, _ = load_checkpoint(tmp_path / "ckpt")
+    assert torch.allclose(logits(bank2.model, tok3), expected, atol=1e-6)
 
 
 def test_reset_frees_the_slot_and_restores_the_function():

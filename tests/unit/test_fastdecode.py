@@ -135,6 +135,28 @@ def test_sampler_greedy_decodes_equal_the_hf_loop_and_sampling_is_seeded():
     assert same[0] == same[1]
 
 
+def test_a_repeated_prompt_is_prefilled_once_and_sampled_independently(monkeypatch):
+    model = _with_experts()
+    ids, mask = _batch()
+    prompts = [row[m.bool()].tolist() for row, m in zip(ids, mask)]
+    repeated = [prompts[1]] * 4 + [prompts[3]] * 3 + [prompts[0]]
+    prefilled = []
+    real_prefill = Decoder.prefill
+    monkeypatch.setattr(
+        Decoder, "prefill", lambda self, i, m, n: prefilled.append(len(i)) or real_prefill(self, i, m, n)
+    )
+
+    def run(fast):
+        return sample_ids(model, repeated, 8, -1, 0, 1.0, torch.Generator().manual_seed(3), fast=fast)
+
+    fast = run(True)
+    assert prefilled == [3]  # three distinct prompts, one prefill row each
+    assert fast == run(False)  # the HF loop prefills all eight rows: the same draws, row by row
+    assert len({tuple(o) for o in fast[:4]}) > 1  # copies of one prompt are sampled independently
+    greedy = sample_ids(model, repeated, 8, 1, 0, fast=True)
+    assert greedy == sample_ids(model, repeated, 8, 1, 0, fast=False)
+
+
 def test_models_it_does_not_know_take_the_hf_loop():
     torch.manual_seed(0)
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=2, n_positions=64)).eval()

@@ -155,7 +155,7 @@ several sequences into one row for them (positions restart, attention stays with
 
 def pack(lengths: Sequence[int]) -> list[list[int]]:
     """Rows of sequence indices, each row's lengths summing to at most the longest sequence (first fit,
-    longest first). [ours] Distillation batches mix three-token answers with fifty-token rewrites: padded
+    longest first). [ours] Distillation batches mix three-token answers with thirty-token rewrites: padded
     to the longest, half of a batch's positions were padding (bench/README.md)."""
     width = max(lengths, default=0)
     rows: list[list[int]] = []

@@ -195,23 +195,35 @@ def in_context_ceiling(run: Run, day: int) -> float:
     return acc
 
 
-def _cpu_model() -> str:
-    """The CPU's model name (Linux), so results can be traced to the hardware: the same config pretrained
-    on another CPU gives a different base model, and different bench numbers (bench/README.md)."""
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
+"""Vector instruction sets worth recording: a VM can move to a host without them between two runs (it
+did on 2026-11-27, from AVX-512 to AVX2 only; bench/README.md), and the model name says "AMD EPYC" on both."""
+
+
+def _cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
+    """The CPU's model name, family/model and vector instruction sets (Linux), so results can be traced
+    to the hardware: the same config pretrained on another CPU gives a different base model, and
+    different bench numbers (bench/README.md)."""
+    info: dict = {"cpu_model": platform.processor() or platform.machine(), "cpu_family_model": None, "cpu_isa": []}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        fields = dict(
+            (k.strip(), v.strip()) for k, _, v in (ln.partition(":") for ln in cpuinfo.read_text().splitlines())
+        )
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return info
+    info["cpu_model"] = fields.get("model name", info["cpu_model"])
+    if "cpu family" in fields and "model" in fields:
+        info["cpu_family_model"] = f"{fields['cpu family']}/{fields['model']}"
+    flags = set(fields.get("flags", "").split())
+    info["cpu_isa"] = [f for f in ISA_FLAGS if f in flags]
+    return info
 
 
 def machine() -> dict:
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
-        "cpu_model": _cpu_model(),
+        **_cpu(),
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

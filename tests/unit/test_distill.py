@@ -111,6 +111,27 @@ def test_lambda_zero_is_teacher_sample_distillation_and_one_is_pure_on_policy(lm
         assert calls == {"student": len(items), "teacher": len(items)}
 
 
+def test_a_chunks_on_policy_samples_are_scored_in_one_teacher_call_with_the_steps_numbers(monkeypatch):
+    import sleepcycle.distill as distill
+
+    gd, items = _trainer(1.0)
+    calls = []
+    real = distill.teacher_logprobs
+    monkeypatch.setattr(
+        distill,
+        "teacher_logprobs",
+        lambda t, its, comps, pad, **kw: calls.append(len(its)) or real(t, its, comps, pad, **kw),
+    )
+    plans = gd.plan([items[:2], items[2:]], [[], []])  # two steps' rollouts, planned together
+    assert calls == [len(items)]  # one teacher call for the chunk, not one per step
+    for plan in plans:
+        at_step = {k: v for k, v in plan.items() if k != "t_logp"}
+        gd.divergence_loss(at_step)  # a plan without scores is scored when its step runs
+        for a, b in zip(plan["t_logp"], at_step["t_logp"]):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+    assert calls == [len(items), 2, 2]
+
+
 def test_teacher_logprobs_are_cached_once_and_a_step_moves_only_trainable_params():
     gd, items = _trainer(0.5)
     assert all(it.teacher_logp is not None and it.teacher_logp.shape[0] == len(it.sample) for it in items)

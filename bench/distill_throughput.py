@@ -183,9 +183,11 @@ class _ClockedDistillation(GeneralizedDistillation):
     def _limit(self, it: Item) -> int:
         return self.cfg.max_new_tokens if self.full_length else super()._limit(it)
 
-    def plan(self, batches, lti_batches):
+    def _student_samples(self, prompts, limits):
+        # the sampling call itself: planning also scores on-policy samples with the teacher, which is not
+        # generation
         t0 = time.perf_counter()
-        out = super().plan(batches, lti_batches)
+        out = super()._student_samples(prompts, limits)
         self.clock["generate_s"] += time.perf_counter() - t0
         return out
 

@@ -112,7 +112,9 @@ class DistillConfig(Strict):
     experts_per_level: int = 5
     """Level-1 capacity; when full, a deep sleep merges the experts into the base and resets the level."""
     steps: int = 300
-    """Upper bound; the per-day token budget (train.tokens_per_day) usually stops it first."""
+    """Upper bound; the per-day token budget (train.tokens_per_day) usually stops it first. The lr's cosine
+    runs over these steps, so a budget that stops at ~165 ends at about half the rate: scheduled to reach
+    10% over the budget's steps instead, acquisition fell by 0.03-0.05 of the ceiling (bench/README.md)."""
     batch_size: int = 16
     lr: float = 6e-3
     """[ours] Without the activation anchor, 1e-2 moved day-1 knowledge as well but drifted (KL from the

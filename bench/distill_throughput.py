@@ -67,6 +67,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, PrinterCallba
 from trl import DistillationConfig, DistillationTrainer
 
 from sleepcycle import models
+from sleepcycle.bench import cpu_info
 from sleepcycle.config import DistillConfig, ModelConfig, load_config
 from sleepcycle.distill import GeneralizedDistillation, Item, divergence, teacher_logprobs
 from sleepcycle.generate import sample_ids
@@ -644,17 +645,15 @@ def _shape(model: PreTrainedModel) -> dict:
 
 
 def machine_info(threads: int) -> dict:
-    cpu = next(
-        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln),
-        host.processor(),
-    )
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    cpu = cpu_info()  # the bench runner's reading of /proc/cpuinfo: model, family/model, vector ISA
     return {
-        "cpu": cpu,
+        "cpu": cpu["cpu_model"],
+        "cpu_family_model": cpu["cpu_family_model"],
+        "cpu_isa": cpu["cpu_isa"],
+        "avx512_bf16": "avx512_bf16" in cpu["cpu_isa"],
+        "amx": "amx_bf16" in cpu["cpu_isa"],
         "cpu_count": os.cpu_count(),
         "torch_threads": threads,
-        "avx512_bf16": "avx512_bf16" in flags,
-        "amx": "amx_bf16" in flags,
         "load_avg_1m": os.getloadavg()[0],
         "python": host.python_version(),
         "torch": torch.__version__,

@@ -200,7 +200,7 @@ ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
 did on 2026-11-27, from AVX-512 to AVX2 only; bench/README.md), and the model name says "AMD EPYC" on both."""
 
 
-def _cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
+def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
     """The CPU's model name, family/model and vector instruction sets (Linux), so results can be traced
     to the hardware: the same config pretrained on another CPU gives a different base model, and
     different bench numbers (bench/README.md)."""
@@ -223,7 +223,7 @@ def machine() -> dict:
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
-        **_cpu(),
+        **cpu_info(),
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

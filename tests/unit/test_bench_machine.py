@@ -1,7 +1,7 @@
 """A bench result names the hardware it ran on, down to the vector instruction sets (a VM can move to a
 host without AVX-512 between two runs, and the model name alone does not show it)."""
 
-from sleepcycle.bench import _cpu, machine
+from sleepcycle.bench import cpu_info, machine
 
 CPUINFO = """processor\t: {n}
 vendor_id\t: AuthenticAMD
@@ -16,13 +16,13 @@ def test_cpu_family_model_and_vector_isa_are_read_from_cpuinfo(tmp_path):
     genoa, milan = tmp_path / "genoa", tmp_path / "milan"
     genoa.write_text("\n".join(CPUINFO.format(n=n, model=17, extra="avx512f avx512_bf16") for n in (0, 1)))
     milan.write_text(CPUINFO.format(n=0, model=1, extra=""))
-    assert _cpu(genoa) == {
+    assert cpu_info(genoa) == {
         "cpu_model": "AMD EPYC",
         "cpu_family_model": "25/17",
         "cpu_isa": ["avx2", "fma", "avx512f", "avx512_bf16"],
     }
-    assert _cpu(milan) == {"cpu_model": "AMD EPYC", "cpu_family_model": "25/1", "cpu_isa": ["avx2", "fma"]}
-    missing = _cpu(tmp_path / "none")
+    assert cpu_info(milan) == {"cpu_model": "AMD EPYC", "cpu_family_model": "25/1", "cpu_isa": ["avx2", "fma"]}
+    missing = cpu_info(tmp_path / "none")
     assert missing["cpu_family_model"] is None and missing["cpu_isa"] == [] and missing["cpu_model"]
 
 

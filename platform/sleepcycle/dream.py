@@ -40,6 +40,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sleepcycle.anchor import ANCHOR_FILE, Anchor
 from sleepcycle.config import Config, DreamConfig
+from sleepcycle.distill import _packable, _packed_batch
 from sleepcycle.evaluate import kl_drift
 from sleepcycle.experts import DREAM, ExpertBank, load_checkpoint, read_state, save_checkpoint
 from sleepcycle.generate import Generator, HFGenerator, make_generator
@@ -48,7 +49,7 @@ from sleepcycle.progress import progress
 from sleepcycle.records import write_jsonl
 from sleepcycle.seed import TRAINING_DATA, grounded_prefix, write_questions
 from sleepcycle.snapshot import read_documents
-from sleepcycle.trainer import Example, Log, collate, encode, lm_loss, noop
+from sleepcycle.trainer import Encoded, Example, Log, collate, encode, lm_loss, noop
 from sleepcycle.world import DOC_PREFIX, QA_PROMPT, WRITE_IMPLICATION, WRITE_QUESTION, WRITE_REWRITE, split_qa
 
 KIND_PROMPTS = {"implication": WRITE_IMPLICATION, "qa": WRITE_QUESTION, "rewrite": WRITE_REWRITE}
@@ -276,11 +277,48 @@ def score_dreams(
 
 # ----- importance ------------------------------------------------------------------------------------
 
+IMPORTANCE_BATCH = 32
+"""Dreams whose gradients one forward and backward pass computes (`example_grads`)."""
+
 
 def _flat_grad(model, params, batch) -> torch.Tensor:
     loss = lm_loss(model, batch)
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params)])
+
+
+def example_grads(model: PreTrainedModel, params: Sequence[torch.Tensor], batch: dict) -> torch.Tensor | None:
+    """Each row's own loss gradient w.r.t. `params`, flattened in their order: [rows, sum of sizes]; row i
+    equals `_flat_grad` of row i alone, up to float rounding. One forward and backward for the batch.
+
+    Every parameter must be the weight of a bias-free `nn.Linear` called once per forward (a LoRA expert's
+    A and B): a Linear's weight gradient is a sum over positions of output-gradient x input, and with
+    each row's loss its own mean, row i's output gradients are those of its own loss. None otherwise
+    (call `_flat_grad` per row instead)."""
+    owner = {id(m.weight): m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.bias is None}
+    mods = [owner.get(id(p)) for p in params]
+    if not params or any(m is None for m in mods):
+        return None
+    seen: dict[torch.nn.Module, list] = {m: [] for m in mods}
+
+    def keep(m, args, out):
+        x = args[0].detach()
+        out.register_hook(lambda g: seen[m].append((x, g.detach())))
+
+    handles = [m.register_forward_hook(keep) for m in seen]
+    try:
+        losses = lm_loss(model, batch, reduction="none")
+        torch.autograd.grad(losses.sum(), list(params))
+    finally:
+        for h in handles:
+            h.remove()
+    if any(len(v) != 1 for v in seen.values()):  # a module called twice (or never): not a sum we can split
+        return None
+    rows = []
+    for m in mods:
+        x, g = seen[m][0]
+        rows.append(torch.einsum("bto,bti->boi", g.flatten(1, -2), x.flatten(1, -2)).flatten(1))
+    return torch.cat(rows, 1)
 
 
 def importance(
@@ -306,12 +344,15 @@ def importance(
     if kind == "grad_cosine" and tau.rows:
         enc = [(q + a, [False] * len(q) + [True] * len(a)) for _, q, a in tau.rows]
         target = _flat_grad(bank.model, params, collate(enc, tok.pad_token_id))
-    for d in dreams:
-        g = _flat_grad(bank.model, params, collate(encode(tok, [d.example()], max_len), tok.pad_token_id))
-        if target is not None:
-            d.importance = float(F.cosine_similarity(g, target, dim=0))
-        else:
-            d.importance = float(g.norm())
+    enc = encode(tok, [d.example() for d in dreams], max_len)
+    for start in range(0, len(dreams), IMPORTANCE_BATCH):
+        chunk = enc[start : start + IMPORTANCE_BATCH]
+        grads = example_grads(bank.model, params, collate(chunk, tok.pad_token_id))
+        if grads is None:  # parameters a batched pass cannot split by row: one backward per dream
+            grads = torch.stack([_flat_grad(bank.model, params, collate([e], tok.pad_token_id)) for e in chunk])
+        scores = F.cosine_similarity(grads, target[None], dim=1) if target is not None else grads.norm(dim=1)
+        for d, s in zip(dreams[start : start + IMPORTANCE_BATCH], scores.tolist()):
+            d.importance = float(s)
 
 
 def select(dreams: list[Dream], top: int, extra: int, rng: random.Random) -> list[Dream]:
@@ -477,9 +518,8 @@ def consolidate(
                 break
             start = (step * bs) % len(enc)
             chunk = (enc + enc)[start : start + bs]
-            batch = collate(chunk, tok.pad_token_id)
             bank.model.train()
-            loss = lm_loss(bank.model, batch)
+            loss = sft_loss(bank.model, chunk, tok.pad_token_id)
             if penalty:
                 loss = loss + cfg.distill.anchor * penalty()
             opt.zero_grad(set_to_none=True)
@@ -487,12 +527,31 @@ def consolidate(
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             bank.model.eval()
-            tokens += int(batch["attention_mask"].sum())
+            tokens += sum(len(ids) for ids, _ in chunk)
             bar.update(1)
             spent = token_budget is not None and tokens >= token_budget
             if guard.check(step, float(loss.detach()), last=spent) == "stop" or spent:
                 break
     return guard.result(tokens)
+
+
+def sft_loss(model: PreTrainedModel, chunk: Sequence[Encoded], pad_id: int) -> torch.Tensor:
+    """`lm_loss` of the padded batch of `chunk`, computed with the sequences packed into rows where the
+    model allows it (`distill.pack`: positions restart, attention stays inside each sequence): the same
+    loss up to float rounding, without the padding. Kept dreams run from a few tokens to the context's
+    length, and the curriculum orders them by loss, not length."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if len(chunk) < 2 or not _packable(inner):
+        return lm_loss(model, collate(chunk, pad_id))
+    ids, pos, mask, where = _packed_batch([s for s, _ in chunk], pad_id)
+    labels = torch.full_like(ids, -100)
+    for (r, at), (s, trained) in zip(where, chunk):
+        row = torch.tensor(s).masked_fill(~torch.tensor(trained), -100)
+        row[0] = -100  # predicted from the end of the sequence before it in the row: in a row of its own, never
+        labels[r, at : at + len(s)] = row
+    dev = next(model.parameters()).device
+    batch = {"input_ids": ids.to(dev), "attention_mask": mask.to(dev), "labels": labels.to(dev)}
+    return lm_loss(model, batch, position_ids=pos.to(dev))
 
 
 class DriftGuard:

@@ -88,9 +88,16 @@ def batches(encoded: list, batch_size: int, rng: random.Random, bucket: int = 32
             yield [encoded[i] for i in g]
 
 
-def lm_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
-    """Mean next-token cross-entropy over label positions (per sequence if reduction='none')."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+def lm_loss(
+    model: PreTrainedModel,
+    batch: dict[str, torch.Tensor],
+    reduction: str = "mean",
+    position_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean next-token cross-entropy over label positions (per row if reduction='none'). `position_ids`
+    with a 4D attention mask: packed rows (`dream.sft_loss`)."""
+    extra = {} if position_ids is None else {"position_ids": position_ids}
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **extra).logits
     logits, labels = logits[:, :-1], batch["labels"][:, 1:]
     nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
     valid = (labels != -100).float()

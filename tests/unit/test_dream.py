@@ -236,3 +236,56 @@ def test_consolidation_examples_carry_the_seeded_checkpoints_replay_arm_only_whe
         out = consolidation_examples(cfg, seeded, bank, tok, dreams, random.Random(0))
         assert sorted(x.target for x in out if x.prompt == "") == sorted(d.target for d in dreams)
         assert sum(x.target == " Tarsk" for x in out) == replayed
+
+
+def test_example_grads_give_each_row_its_own_gradient_in_one_pass():
+    from sleepcycle.dream import _flat_grad, example_grads
+    from sleepcycle.trainer import collate, encode
+
+    torch.manual_seed(0)
+    model, tok = micro_model()
+    bank = ExpertBank(model, rank=4, capacity=2)
+    slot = bank.activate(bank.free_slot())
+    params = bank.parameters(slot)
+    with torch.no_grad():  # a fresh expert has B = 0, so A's gradient would be zero: give B weights
+        for p in params:
+            p.add_(torch.randn_like(p) * 0.1)
+    texts = [Example("", NEW), Example("Question: Where does Ada Velm live?\nAnswer:", " Velmora"), Example("", "Bo")]
+    enc = encode(tok, texts, 128)
+    assert len({len(ids) for ids, _ in enc}) == 3  # rows of different lengths: padding must not leak in
+    grads = example_grads(bank.model, params, collate(enc, tok.pad_token_id))
+    assert grads is not None and grads.shape == (3, sum(p.numel() for p in params))
+    for row, e in zip(grads, enc):
+        alone = _flat_grad(bank.model, params, collate([e], tok.pad_token_id))
+        assert alone.norm() > 0
+        torch.testing.assert_close(row, alone, rtol=1e-4, atol=1e-6)
+    assert all(p.grad is None for p in params)
+    # a parameter that is not a bias-free Linear's weight cannot be split by row
+    norm = bank.model.get_base_model().model.norm.weight
+    assert example_grads(bank.model, [*params, norm], collate(enc, tok.pad_token_id)) is None
+
+
+def test_consolidation_loss_packs_the_dreams_and_matches_the_padded_batch():
+    from sleepcycle.distill import _packable
+    from sleepcycle.dream import sft_loss
+    from sleepcycle.trainer import collate, encode, lm_loss
+
+    torch.manual_seed(0)
+    model, tok = micro_model()
+    bank = ExpertBank(model, rank=4, capacity=2)
+    slot = bank.activate(bank.free_slot())
+    params = bank.parameters(slot)
+    with torch.no_grad():
+        for p in params:
+            p.add_(torch.randn_like(p) * 0.1)
+    assert _packable(bank.model.get_base_model())  # the packed path is the one under test
+    texts = [Example("", NEW), Example("Question: Where does Ada Velm live?\nAnswer:", " Velmora"), Example("", "Bo")]
+    texts += [Example("", "Ada Velm works at"), Example("", "Bo Tarsk")]
+    chunk = encode(tok, texts, 128)
+    padded = lm_loss(bank.model, collate(chunk, tok.pad_token_id))
+    packed = sft_loss(bank.model, chunk, tok.pad_token_id)
+    torch.testing.assert_close(packed, padded, rtol=1e-5, atol=1e-6)
+    g_padded = torch.autograd.grad(padded, params)
+    g_packed = torch.autograd.grad(packed, params)
+    for a, b in zip(g_packed, g_padded):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

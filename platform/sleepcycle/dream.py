@@ -806,11 +806,12 @@ def write_candidate(
         metrics=metrics,
         meta={"expert": d.newest, **notes, **(meta or {})},
     )
+    manifest = manifest.model_copy(update={"uri": str(out)})  # where it lives after the rename
     manifest.write(tmp)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     log(metrics)
-    return manifest.model_copy(update={"uri": str(out)})
+    return manifest
 
 
 def dream(

@@ -207,7 +207,7 @@ def pretrain(cfg: Config, workdir: Path | None = None, log: Log = noop, force: b
     if not force and (out / "manifest.json").exists():
         manifest = Manifest.read(out)
         manifest.verify(out)
-        return manifest.model_copy(update={"uri": str(out)})
+        return manifest.model_copy(update={"uri": str(out)})  # where it is now (a cache can be moved)
     if cfg.model.path:
         return import_base(cfg, out, key)
     t0 = time.time()
@@ -247,10 +247,11 @@ def pretrain(cfg: Config, workdir: Path | None = None, log: Log = noop, force: b
         },
         meta={"config_key": key, "size": cfg.model.size},
     )
+    manifest = manifest.model_copy(update={"uri": str(out)})  # where it lives after the rename
     manifest.write(tmp)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
-    return manifest.model_copy(update={"uri": str(out)})
+    return manifest
 
 
 _PICKLED = (".bin", ".pth", ".pt")
@@ -280,7 +281,8 @@ def import_base(cfg: Config, out: Path, key: str = "") -> Manifest:
         metrics={"parameters": parameters, "wall_clock_s": time.time() - t0},
         meta={"config_key": key, "source": str(src)},
     )
+    manifest = manifest.model_copy(update={"uri": str(out)})  # where it lives after the rename
     manifest.write(tmp)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
-    return manifest.model_copy(update={"uri": str(out)})
+    return manifest

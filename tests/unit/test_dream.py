@@ -289,3 +289,10 @@ def test_consolidation_loss_packs_the_dreams_and_matches_the_padded_batch():
     g_packed = torch.autograd.grad(packed, params)
     for a, b in zip(g_packed, g_padded):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_a_written_checkpoints_manifest_names_where_it_lives(seeded, tmp_path):
+    cfg, snap, seeded_m, _ = seeded
+    out = dream(cfg, seeded_m, snap, tmp_path / "dreamed")
+    for m in (seeded_m, out):  # not the `.partial` directory it was written in before the rename
+        assert Manifest.read(Path(m.uri)).uri == m.uri and Path(m.uri).is_dir()

@@ -238,18 +238,24 @@ def test_consolidation_examples_carry_the_seeded_checkpoints_replay_arm_only_whe
         assert sum(x.target == " Tarsk" for x in out) == replayed
 
 
+def _bank_with_a_trained_looking_expert():
+    """A micro expert bank with one active expert whose A and B are both non-zero (a fresh expert has
+    B = 0, so A's gradient would be zero)."""
+    torch.manual_seed(0)
+    model, tok = micro_model()
+    bank = ExpertBank(model, rank=4, capacity=2)
+    params = bank.parameters(bank.activate(bank.free_slot()))
+    with torch.no_grad():
+        for p in params:
+            p.add_(torch.randn_like(p) * 0.1)
+    return bank, tok, params
+
+
 def test_example_grads_give_each_row_its_own_gradient_in_one_pass():
     from sleepcycle.dream import _flat_grad, example_grads
     from sleepcycle.trainer import collate, encode
 
-    torch.manual_seed(0)
-    model, tok = micro_model()
-    bank = ExpertBank(model, rank=4, capacity=2)
-    slot = bank.activate(bank.free_slot())
-    params = bank.parameters(slot)
-    with torch.no_grad():  # a fresh expert has B = 0, so A's gradient would be zero: give B weights
-        for p in params:
-            p.add_(torch.randn_like(p) * 0.1)
+    bank, tok, params = _bank_with_a_trained_looking_expert()
     texts = [Example("", NEW), Example("Question: Where does Ada Velm live?\nAnswer:", " Velmora"), Example("", "Bo")]
     enc = encode(tok, texts, 128)
     assert len({len(ids) for ids, _ in enc}) == 3  # rows of different lengths: padding must not leak in
@@ -270,14 +276,7 @@ def test_consolidation_loss_packs_the_dreams_and_matches_the_padded_batch():
     from sleepcycle.dream import sft_loss
     from sleepcycle.trainer import collate, encode, lm_loss
 
-    torch.manual_seed(0)
-    model, tok = micro_model()
-    bank = ExpertBank(model, rank=4, capacity=2)
-    slot = bank.activate(bank.free_slot())
-    params = bank.parameters(slot)
-    with torch.no_grad():
-        for p in params:
-            p.add_(torch.randn_like(p) * 0.1)
+    bank, tok, params = _bank_with_a_trained_looking_expert()
     assert _packable(bank.model.get_base_model())  # the packed path is the one under test
     texts = [Example("", NEW), Example("Question: Where does Ada Velm live?\nAnswer:", " Velmora"), Example("", "Bo")]
     texts += [Example("", "Ada Velm works at"), Example("", "Bo Tarsk")]

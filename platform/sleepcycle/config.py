@@ -235,6 +235,11 @@ class DistillConfig(Strict):
     most, more so each day. Off: over five seeds
     (sleep-nodream) BWT +0.053 ± 0.034 but acquisition 0.72 of the in-context ceiling against 0.76 and ACC
     unchanged (+0.002), the trade of a stronger anchor (bench/README.md)."""
+    anchor_first: bool = False
+    """[ours] The first cycle of a line has no earlier cycle's moments, so its expert trains without the
+    activation anchor (on the 5-day bench its output on any day's questions is 5-6x a later expert's).
+    On: that cycle anchors on the replay arm's texts instead (questions about the bounded buffer's records
+    with the champion's closed-book answers), counted as one earlier cycle. Needs the replay arm."""
     rollout_reuse: int = 4
     """Steps whose on-policy samples and LTI rollouts are drawn together (1 = fully on-policy)."""
     fast_steps: int = 60

@@ -557,6 +557,8 @@ def prepare(
         anchor = Anchor.load(Path(champion.uri)) if slot is not None else Anchor()
     except ValueError as e:
         raise SeedError(f"champion checkpoint {champion.uri} failed to load: {e}") from e
+    if slot is not None and dc.anchor_first and not anchor:  # the first cycle: anchor on the replay arm
+        anchor.update(student, [it.student_prompt + it.sample for it in items[n_new:]], tok.pad_token_id)
     return Seeding(
         docs, bank, tok, state, teachers, items, n_new, student, params, slot, base_dir, vocab, sampler, anchor
     )

@@ -400,3 +400,22 @@ def test_answered_drafts_are_kept_by_covering_with_their_answers_as_teacher_samp
     )  # fmt: skip
     assert [tok.decode(it.student_prompt) for it in plain if it.kind == "qa"][1] == f"Question: {questions[1]}\nAnswer:"
     assert all(not it.sample for it in plain), "off: the first valid drafts, sampled later by the trainer"
+
+
+def test_the_first_cycle_anchors_on_the_replay_arms_texts_only_when_asked(tiny, tmp_path):
+    cfg, champion, _ = tiny
+    snap = _snapshot(cfg, tmp_path / "snapshots", day=2)
+    old = [d.record()["text"] for d in World(cfg.world).documents(1)]
+    on_cfg = load_config("tiny", ["distill.anchor_first=true"])
+    off = prepare(cfg, snap, champion, replay=old)
+    assert not off.anchor and off.trainer(cfg, 0).regularizer is None, "no earlier cycle: no anchor by default"
+    on = prepare(on_cfg, snap, champion, replay=old)
+    assert on.anchor.cycles == 1 and on.trainer(on_cfg, 0).regularizer is not None
+    replayed = [it.student_prompt + it.sample for it in on.items[on.n_new :]]  # answers, where already sampled
+    assert replayed, "the buffer gave the replay arm prompts"
+    expected = Anchor()
+    expected.update(on.student, replayed, on.tok.pad_token_id)
+    assert on.anchor.moments.keys() == expected.moments.keys()
+    assert all(torch.allclose(on.anchor.moments[k], expected.moments[k]) for k in expected.moments)
+    # with no replay arm there is nothing to anchor on
+    assert not prepare(on_cfg, snap, champion).anchor

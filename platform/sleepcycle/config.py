@@ -239,7 +239,10 @@ class DistillConfig(Strict):
     """[ours] The first cycle of a line has no earlier cycle's moments, so its expert trains without the
     activation anchor (on the 5-day bench its output on any day's questions is 5-6x a later expert's).
     On: that cycle anchors on the replay arm's texts instead (questions about the bounded buffer's records
-    with the champion's closed-book answers), counted as one earlier cycle. Needs the replay arm."""
+    with the champion's closed-book answers where already sampled), counted as one earlier cycle. Needs the
+    replay arm. [ours] off: on the 5-day bench (sleep-nodream, seeds 0-4) ACC 0.421 against 0.465 (lower
+    on every seed), BWT -0.337 against -0.318, acquisition 0.71 of the in-context ceiling against 0.76;
+    day 1 learns less and the later days forget as much (bench/README.md)."""
     rollout_reuse: int = 4
     """Steps whose on-policy samples and LTI rollouts are drawn together (1 = fully on-policy)."""
     fast_steps: int = 60

@@ -170,7 +170,7 @@ def pack(lengths: Sequence[int]) -> list[list[int]]:
     return rows
 
 
-def _packable(inner: PreTrainedModel) -> bool:
+def packable(inner: PreTrainedModel) -> bool:
     cfg = inner.config
     return (
         cfg.model_type in PACKABLE
@@ -180,7 +180,7 @@ def _packable(inner: PreTrainedModel) -> bool:
     )
 
 
-def _packed_batch(seqs: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, ...]:
+def packed_batch(seqs: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, ...]:
     """ids, position ids and a boolean attention mask [rows, 1, width, width] for `pack`ed sequences,
     plus each sequence's (row, offset)."""
     rows = pack([len(s) for s in seqs])
@@ -219,8 +219,8 @@ def _completion_logp(
     seqs = [p + c for p, c in zip(prompts, completions)]
     dev = next(model.parameters()).device
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if inner.config.model_type in PLAIN_HEAD and _packable(inner):
-        ids, pos, mask, where = _packed_batch(seqs, pad_id)
+    if inner.config.model_type in PLAIN_HEAD and packable(inner):
+        ids, pos, mask, where = packed_batch(seqs, pad_id)
         hidden = inner.base_model(
             input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev)
         ).last_hidden_state

@@ -40,7 +40,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sleepcycle.anchor import ANCHOR_FILE, Anchor
 from sleepcycle.config import Config, DreamConfig
-from sleepcycle.distill import _packable, _packed_batch
+from sleepcycle.distill import packable, packed_batch
 from sleepcycle.evaluate import kl_drift
 from sleepcycle.experts import DREAM, ExpertBank, load_checkpoint, read_state, save_checkpoint
 from sleepcycle.generate import Generator, HFGenerator, make_generator
@@ -541,9 +541,9 @@ def sft_loss(model: PreTrainedModel, chunk: Sequence[Encoded], pad_id: int) -> t
     loss up to float rounding, without the padding. Kept dreams run from a few tokens to the context's
     length, and the curriculum orders them by loss, not length."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if len(chunk) < 2 or not _packable(inner):
+    if len(chunk) < 2 or not packable(inner):
         return lm_loss(model, collate(chunk, pad_id))
-    ids, pos, mask, where = _packed_batch([s for s, _ in chunk], pad_id)
+    ids, pos, mask, where = packed_batch([s for s, _ in chunk], pad_id)
     labels = torch.full_like(ids, -100)
     for (r, at), (s, trained) in zip(where, chunk):
         row = torch.tensor(s).masked_fill(~torch.tensor(trained), -100)
@@ -806,10 +806,7 @@ def write_candidate(
         metrics=metrics,
         meta={"expert": d.newest, **notes, **(meta or {})},
     )
-    manifest = manifest.model_copy(update={"uri": str(out)})  # where it lives after the rename
-    manifest.write(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    manifest = manifest.publish(tmp, out)
     log(metrics)
     return manifest
 

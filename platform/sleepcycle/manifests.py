@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,6 +86,16 @@ class Manifest(BaseModel):
     @classmethod
     def read(cls, root: Path) -> Manifest:
         return cls.model_validate_json((Path(root) / MANIFEST_NAME).read_text())
+
+    def publish(self, tmp: Path, out: Path) -> Manifest:
+        """Write this manifest, naming `out` as where the files live, into the finished directory `tmp`,
+        then move `tmp` to `out` (replacing what was there): a stage's output appears whole or not at
+        all, and its manifest.json names where it is, not the directory it was written in."""
+        manifest = self.model_copy(update={"uri": str(out)})
+        manifest.write(tmp)
+        shutil.rmtree(out, ignore_errors=True)
+        Path(tmp).rename(out)
+        return manifest
 
 
 def atomic_write_text(path: Path, text: str) -> Path:

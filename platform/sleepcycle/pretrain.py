@@ -247,10 +247,7 @@ def pretrain(cfg: Config, workdir: Path | None = None, log: Log = noop, force: b
         },
         meta={"config_key": key, "size": cfg.model.size},
     )
-    manifest = manifest.model_copy(update={"uri": str(out)})  # where it lives after the rename
-    manifest.write(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    manifest = manifest.publish(tmp, out)
     return manifest
 
 
@@ -281,8 +278,5 @@ def import_base(cfg: Config, out: Path, key: str = "") -> Manifest:
         metrics={"parameters": parameters, "wall_clock_s": time.time() - t0},
         meta={"config_key": key, "source": str(src)},
     )
-    manifest = manifest.model_copy(update={"uri": str(out)})  # where it lives after the rename
-    manifest.write(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    manifest = manifest.publish(tmp, out)
     return manifest

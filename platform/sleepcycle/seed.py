@@ -620,10 +620,7 @@ def write_candidate(
         metrics=metrics,
         meta={"expert": slot, "cycle": state["cycle"], **(meta or {})},
     )
-    manifest = manifest.model_copy(update={"uri": str(out)})  # where it lives after the rename
-    manifest.write(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    manifest = manifest.publish(tmp, out)
     log(metrics)
     return manifest
 

@@ -272,12 +272,12 @@ def test_example_grads_give_each_row_its_own_gradient_in_one_pass():
 
 
 def test_consolidation_loss_packs_the_dreams_and_matches_the_padded_batch():
-    from sleepcycle.distill import _packable
+    from sleepcycle.distill import packable
     from sleepcycle.dream import sft_loss
     from sleepcycle.trainer import collate, encode, lm_loss
 
     bank, tok, params = _bank_with_a_trained_looking_expert()
-    assert _packable(bank.model.get_base_model())  # the packed path is the one under test
+    assert packable(bank.model.get_base_model())  # the packed path is the one under test
     texts = [Example("", NEW), Example("Question: Where does Ada Velm live?\nAnswer:", " Velmora"), Example("", "Bo")]
     texts += [Example("", "Ada Velm works at"), Example("", "Bo Tarsk")]
     chunk = encode(tok, texts, 128)

@@ -366,7 +366,7 @@ def seed_distributed(
         for i, sample in part.items():
             s.items[i].sample = sample
 
-    rows: list[dict] | None = [{"rank": rank, "world": world, "own": own}] if trace else None
+    rows: list[dict] | None = [{"rank": rank, "world": world, "device": str(device), "own": own}] if trace else None
     initial, frozen_before = {}, ""
     if trace:
         with _full(deepspeed, s.student, zero3):
@@ -460,7 +460,9 @@ def dream_distributed(
     d.bank.model.to(device)
     opt = torch.optim.AdamW(params, lr=cfg.dream.lr, weight_decay=0.0)
     engine, *_ = deepspeed.initialize(model=d.bank.model, model_parameters=params, optimizer=opt, config=engine_cfg)
-    rows: list[dict] = [{"rank": rank, "world": world, "dreams": len(examples), "start": _digest(params)}]
+    rows: list[dict] = [
+        {"rank": rank, "world": world, "device": str(device), "dreams": len(examples), "start": _digest(params)}
+    ]
     left = None if token_budget is None else max(0, token_budget - gen_tokens)
     anchor = Anchor.load(Path(seeded.uri)).earlier()  # every rank: the penalty's gradient is the same on each
     result = _consolidate(cfg, d, engine, examples, champion, device, log, left, rows, anchor)

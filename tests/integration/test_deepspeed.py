@@ -124,18 +124,18 @@ def test_frozen_parameters_stay_bit_identical(exact, inputs):
     assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in expert.items()), "the expert trained"
 
 
-def test_two_ranks_match_one_process_on_the_same_global_batches(exact, inputs):
-    """Replay the run in this process with the single-process trainer: same items and teacher samples,
-    same fresh expert, the union of the two ranks' batches as each step's batch."""
-    out, trace = exact
-    _, champion, _ = inputs
+def replay_one_process(out: Path, trace: Path, champion: Manifest) -> tuple[list[float], float]:
+    """Replay a ranked ``EXACT`` run in this process with the single-process trainer (on the CPU): same items
+    and teacher samples, same fresh expert, the union of the ranks' batches as each step's batch. Returns
+    each step's |loss difference| (relative to the ranks' global loss) and the largest |difference| between
+    the replayed expert and the one the run saved."""
     cfg = load_config("tiny", EXACT)
     bank, tok, _ = load_checkpoint(Path(champion.uri), rank=cfg.distill.rank, capacity=cfg.distill.experts_per_level)
     teacher = bank.merged()
     slot = bank.activate(bank.free_slot())
     named = dict(bank.model.named_parameters())
     with torch.no_grad():
-        for name, value in torch.load(trace / "initial.pt").items():
+        for name, value in torch.load(trace / "initial.pt", map_location="cpu").items():
             named[name].copy_(value)
     rows = [json.loads(x) for x in (trace / "items.jsonl").read_text().splitlines()]
     items = [Item(r["student_prompt"], r["teacher_prompt"], r["teacher"], r["sample"], kind=r["kind"]) for r in rows]
@@ -151,25 +151,30 @@ def test_two_ranks_match_one_process_on_the_same_global_batches(exact, inputs):
         decode=tok.decode,
         judge=lambda a, b: 0.0,
     )
-    r0, r1 = ranks(trace)
+    per_rank = ranks(trace)
     diffs = []
-    for a, b in zip(r0[1:], r1[1:]):
-        batch = [items[i] for i in a["ids"] + b["ids"]]
+    for steps in zip(*(r[1:] for r in per_rank)):
+        batch = [items[i] for row in steps for i in row["ids"]]
         for g in trainer.opt.param_groups:
-            g["lr"] = a["lr"]
+            g["lr"] = steps[0]["lr"]
         plan = {"batch": batch, "on": [False] * len(batch), "completions": [it.sample for it in batch], "lti": None}
-        ref = trainer.step(plan)
-        ref_loss = ref["loss"]
-        diffs.append(abs(ref_loss - a["global"]["loss"]))
-        assert a["global"]["loss"] == pytest.approx(ref_loss, rel=1e-4, abs=1e-7), f"step {a['step']}"
+        ref_loss = trainer.step(plan)["loss"]
+        diffs.append(abs(ref_loss - steps[0]["global"]["loss"]) / max(abs(ref_loss), 1e-12))
     trained = load_file(str(out / "experts/e00/adapter_model.safetensors"))
     ours = {n: p.detach() for n, p in bank.model.named_parameters() if f".{slot}." in n}
-    assert len(trained) == len(ours)
+    assert len(trained) == len(ours) and diffs
     worst = 0.0
     for key, value in trained.items():
         mine = next(v for n, v in ours.items() if n.replace(f".{slot}.", ".") == key)
         worst = max(worst, float((mine - value).abs().max()))
-    print(f"2-rank vs 1-process: max |loss diff| per step {max(diffs):.2e}, max |param diff| {worst:.2e}")
+    return diffs, worst
+
+
+def test_two_ranks_match_one_process_on_the_same_global_batches(exact, inputs):
+    out, trace = exact
+    diffs, worst = replay_one_process(out, trace, inputs[1])
+    print(f"2-rank vs 1-process: max relative loss diff per step {max(diffs):.2e}, max |param diff| {worst:.2e}")
+    assert len(diffs) == 4 and max(diffs) < 1e-4
     assert worst < 1e-5
 
 

@@ -423,7 +423,7 @@ def step_flops(student: PreTrainedModel, teacher: PreTrainedModel | None, batch:
     return flops
 
 
-BF16_SKIPPED = "no native bf16 matmul on this CPU (AVX512-BF16 or AMX): not measured (--bf16 forces it)"
+BF16_SKIPPED = "no native bf16 matmul on this CPU (AVX512-BF16 or AMX); --bf16 measures it anyway"
 
 FLOP_FORMULA = (
     "student fwd+bwd: (6*N + 12*L*d*S) * B*S; full GD step adds the teacher forward (2*N_t + 4*L_t*d_t*S) * B*S; "

@@ -1,0 +1,39 @@
+"""`sleepcycle.bench.run_bench` end to end on the tiny profile: the result's matrix, ceilings per probe kind and
+metrics fit together (no number is asserted beyond its range: benchmarks are never tests)."""
+
+import math
+
+import pytest
+
+from sleepcycle.bench import CEILING_KINDS, run_bench
+from sleepcycle.config import load_config
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SLEEPCYCLE_HOME", str(root / "home"))
+        return run_bench(load_config("tiny"), "sft", days=2, seed=0, workdir=root / "work")
+
+
+def test_matrix_rows_are_cycles_and_columns_are_days(result):
+    m = result["matrix"]
+    assert len(m) == 3 and all(len(row) == 3 for row in m), "base + 2 days, before and after each cycle"
+    assert all(0 <= x <= 1 for row in m for x in row)
+    for kind in ("heldout", "multihop"):
+        assert len(result["matrices"][kind]) == 3
+
+
+def test_ceilings_come_per_probe_kind_and_the_matrix_one_is_what_acquisition_reads(result):
+    by_kind = result["in_context_ceilings_by_kind"]
+    assert set(by_kind) == set(CEILING_KINDS) and all(len(v) == 2 for v in by_kind.values())
+    assert result["in_context_ceilings"] == by_kind["matrix"]
+    metrics = result["metrics"]
+    assert metrics["in_context_ceiling"] == pytest.approx(sum(by_kind["matrix"]) / 2)
+    for kind in ("heldout", "multihop"):
+        known = [v for v in by_kind[kind] if not math.isnan(v)]
+        assert all(0 <= v <= 1 for v in known)
+        expected = sum(known) / len(known) if known else math.nan
+        assert metrics[f"{kind}_ceiling"] == pytest.approx(expected, nan_ok=True)
+    assert by_kind["heldout"] and not any(math.isnan(v) for v in by_kind["heldout"]), "every day has held-out probes"

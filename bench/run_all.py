@@ -11,7 +11,8 @@ exists is kept unless --force. The summary goes to bench/results/summary.json an
 Columns: ACC (mean over the wake days of the final accuracy-matrix row), BWT, acquisition (mean of the
 diagonal: each day just after its cycle), the in-context ceiling (the model as it is before that day's
 learning, with the day's documents in its prompt, one document per question), acquisition / ceiling,
-held-out paraphrase and multi-hop accuracy after the last day, base Δ (day-0 accuracy after the last day
+held-out paraphrase and multi-hop accuracy after the last day, each beside its own in-context ceiling
+("—" for results written before the bench measured those), base Δ (day-0 accuracy after the last day
 minus before the first), learning wall-clock (the sum of the days' learning time: the methods' cost) and
 the whole run's wall-clock (learning + evaluation).
 """
@@ -61,7 +62,9 @@ COLUMNS = [
     ("in_context_ceiling", "ceiling"),
     ("acquisition_vs_ceiling", "acq/ceil"),
     ("heldout_ACC", "held-out"),
+    ("heldout_ceiling", "held-out ceil"),
     ("multihop_ACC", "multi-hop"),
+    ("multihop_ceiling", "multi-hop ceil"),
     ("base_retention", "base Δ"),
 ]
 

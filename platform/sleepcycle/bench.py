@@ -39,6 +39,8 @@ from sleepcycle.trainer import Example, Log, batches, encode, noop, train
 from sleepcycle.world import DOC_PREFIX, Document, World, documents_about
 
 MATRIX_KINDS = ("fact", "update")  # what the accuracy matrix R scores; heldout and multihop separately
+PROBE_KINDS = {"matrix": MATRIX_KINDS, "heldout": ("heldout",), "multihop": ("multihop",)}
+"""How the bench groups probes: the matrix R, and the two kinds scored beside it (each row and each ceiling)."""
 
 
 @dataclass
@@ -168,13 +170,13 @@ def evaluate_row(run: Run, cycle: int, days: int, in_context: bool) -> dict[str,
     """Accuracy on every snapshot's probes after `cycle`, per probe kind."""
     limit = run.cfg.eval.probes_per_day
     window = context_window_docs(run) if in_context and run.seen_docs else ()
-    row: dict[str, list[float]] = {"matrix": [], "heldout": [], "multihop": []}
+    row: dict[str, list[float]] = {key: [] for key in PROBE_KINDS}
     for j in range(days + 1):
         qs = questions(run.world, j, as_of=cycle, limit=limit)
         if window:
             qs = [Question(q.question, q.answer, q.aliases, q.kind, window) for q in qs]
         use_docs = bool(window)
-        for key, kinds in (("matrix", MATRIX_KINDS), ("heldout", ("heldout",)), ("multihop", ("multihop",))):
+        for key, kinds in PROBE_KINDS.items():
             sel = [q for q in qs if q.kind in kinds]
             acc, _ = accuracy(
                 run.model,
@@ -188,9 +190,6 @@ def evaluate_row(run: Run, cycle: int, days: int, in_context: bool) -> dict[str,
     return row
 
 
-CEILING_KINDS = {"matrix": MATRIX_KINDS, "heldout": ("heldout",), "multihop": ("multihop",)}
-
-
 def in_context_ceilings(run: Run, day: int) -> dict[str, float]:
     """The teacher's ceiling on day `day`, per probe kind: the current model with each probe's own documents in
     the prompt. ``matrix`` is what acquisition is read against. A held-out probe asks in a wording no training
@@ -198,7 +197,7 @@ def in_context_ceilings(run: Run, day: int) -> dict[str, float]:
     multi-hop probe gets the new person's bio (which names the mentor) and must recall the mentor's fact."""
     qs = questions(run.world, day, as_of=day, limit=run.cfg.eval.probes_per_day)
     out = {}
-    for key, kinds in CEILING_KINDS.items():
+    for key, kinds in PROBE_KINDS.items():
         sel = [q for q in qs if q.kind in kinds]
         out[key], _ = accuracy(
             run.model, run.tokenizer, sel, with_docs=True, max_new_tokens=run.cfg.eval.max_new_tokens
@@ -299,7 +298,7 @@ def run_bench(
             f"({stats['wall_clock_s']:.0f}s)"
         )
     matrix = [r["matrix"] for r in rows]
-    by_kind = {key: [c[key] for c in ceilings] for key in CEILING_KINDS}
+    by_kind = {key: [c[key] for c in ceilings] for key in PROBE_KINDS}
     metrics = continual_metrics(matrix)
     final = rows[-1]
     metrics.update(

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from sleepcycle.bench import CEILING_KINDS, run_bench
+from sleepcycle.bench import PROBE_KINDS, run_bench
 from sleepcycle.config import load_config
 
 
@@ -27,7 +27,7 @@ def test_matrix_rows_are_cycles_and_columns_are_days(result):
 
 def test_ceilings_come_per_probe_kind_and_the_matrix_one_is_what_acquisition_reads(result):
     by_kind = result["in_context_ceilings_by_kind"]
-    assert set(by_kind) == set(CEILING_KINDS) and all(len(v) == 2 for v in by_kind.values())
+    assert set(by_kind) == set(PROBE_KINDS) and all(len(v) == 2 for v in by_kind.values())
     assert result["in_context_ceilings"] == by_kind["matrix"]
     metrics = result["metrics"]
     assert metrics["in_context_ceiling"] == pytest.approx(sum(by_kind["matrix"]) / 2)

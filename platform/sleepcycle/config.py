@@ -206,7 +206,9 @@ class DistillConfig(Strict):
     the bounded buffer. [ours] 0 (off): on seeds 0-2 of the 5-day bench, 0.5 scored ACC 0.483 and BWT
     -0.286 against 0.451 and -0.349, acquisition 0.74 of the in-context ceiling against 0.77 (one seed of
     three worse on both); 1.0 forgot a little less and learnt less (0.436, -0.275, 0.68); the buffer's
-    real names instead of invented ones changed nothing (0.453, -0.321). bench/README.md."""
+    real names instead of invented ones changed nothing (0.453, -0.321). Re-run on five seeds at f36cb11
+    (stop 23), paired with the default: ACC -0.009 +- 0.046, BWT +0.018 +- 0.034, acquisition -0.035 of
+    the ceiling: no effect. bench/README.md."""
     self_replay: int = 0
     """[ours] Generative replay: texts the champion writes from an empty prompt (T = 1, up to 64 tokens)
     join the replay pool beside the buffer's records; the champion then writes questions about them and

@@ -1,0 +1,116 @@
+"""[ours] Entity-keyed expert routing: which level-1 experts answer a prompt. Not in the paper.
+
+The paper keeps every expert switched on. On the built-in bench most of what a later expert breaks is
+what an earlier one taught: a question about a person learned on day 2 is answered by the day-2 champion
+at 0.81 and by the day-5 champion at 0.40, although the day-2 expert itself never changes (seed 4,
+bench/README.md). Each expert is trained as the newest expert on top of the older ones, so the model as
+it stood right after learning a thing is exactly the *prefix* of experts up to the one that learned it.
+
+A router needs no labels for that: each cycle stores the entities its wake snapshot named (the expert's
+*keys*, runs of capitalised words, `entity_keys`). A prompt that names an entity is answered with the
+experts up to the newest one whose snapshot named any entity in it; a prompt that names none of them
+gets every expert, as without routing. Facts stay in the weights; the keys only say which weights.
+
+    router = Router.from_state(read_state(checkpoint))   # keys of the active experts, in order
+    router.route("Question: Where does Jouvo Vefla live?\\nAnswer:")   # ["e00", "e01"], or None: all
+
+What it does not cover (docs/method.md): knowledge not tied to a named entity (it always gets every
+expert), entities a writer spells differently from the snapshot, and a deep sleep, which merges the level's
+experts into the base and with them their keys (the merged experts act on every prompt again).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+_RUN = re.compile(r"[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*")
+_SENTENCE_START = re.compile(r"(?:^|[.!?:;\n]\s*|\"\s*)$")
+
+
+def _clean(run: str) -> str:
+    return re.sub(r"'s$", "", run.strip())
+
+
+def entity_keys(texts: Iterable[str]) -> list[str]:
+    """The entities that `texts` name: runs of capitalised words, a possessive 's dropped. A single
+    capitalised word counts only where it also occurs inside a sentence, so that sentence openers ("In",
+    "By", "The") are not keys; runs of two or more words always count. Sorted, distinct."""
+    runs: set[str] = set()
+    inside: set[str] = set()
+    for text in texts:
+        for m in _RUN.finditer(text):
+            run = _clean(m.group())
+            words = run.split()
+            at_start = bool(_SENTENCE_START.search(text[: m.start()]))
+            if at_start and len(words) > 1 and words[0] in _OPENERS:
+                run = " ".join(words[1:])
+                words = words[1:]
+                at_start = False
+            if len(run) < 3:
+                continue
+            if len(words) > 1:
+                runs.add(run)
+            elif not at_start:
+                inside.add(run)
+            else:
+                runs.add("\0" + run)  # a lone word at a sentence start: a key only if seen inside one too
+    keys = {r for r in runs if not r.startswith("\0")} | inside
+    keys |= {r[1:] for r in runs if r.startswith("\0") and r[1:] in inside}
+    return sorted(keys)
+
+
+_OPENERS = frozenset(
+    "A An The In On At By For From With Of To And But Or As If When While After Before Since Question Answer "
+    "Document Rewrite Implication Write What Which Who Whom Whose Where How Why Name Tell Describe".split()
+)
+"""Words that open a sentence or a prompt field in front of a name ("In Thornbury ...", "Question: Who
+...?"): dropped from the front of a capitalised run so that the rest can still be a key."""
+
+
+@dataclass(frozen=True)
+class Router:
+    """The active experts in activation order, each with the entities its snapshot named."""
+
+    experts: tuple[tuple[str, frozenset[str]], ...]
+
+    @classmethod
+    def from_state(cls, state: dict) -> Router:
+        """From a checkpoint's sleep.json: the active slots, keyed by the newest history entry of each
+        slot since the last deep sleep (a slot reused after a deep sleep holds a new expert)."""
+        active = list(state.get("active", []))
+        last_deep = max((d.get("cycle", 0) for d in state.get("deep_sleeps", [])), default=-1)
+        keys: dict[str, frozenset[str]] = {}
+        for h in state.get("history", []):
+            if h.get("expert") in active and h.get("cycle", 0) >= last_deep:
+                keys[h["expert"]] = frozenset(h.get("keys", ()))
+        return cls(tuple((slot, keys.get(slot, frozenset())) for slot in active))
+
+    def route(self, prompt: str) -> list[str] | None:
+        """The experts that answer `prompt`: up to the newest whose keys it names, or None (all of them)
+        when it names no key."""
+        named = set(entity_keys([prompt]))
+        newest = -1
+        for i, (_, keys) in enumerate(self.experts):
+            if keys and any(_names(prompt, named, k) for k in keys):
+                newest = i
+        if newest < 0 or newest == len(self.experts) - 1:
+            return None
+        return [slot for slot, _ in self.experts[: newest + 1]]
+
+    def groups(self, prompts: Sequence[str]) -> dict[tuple[str, ...] | None, list[int]]:
+        """Prompt indices by route (None: every expert), in first-seen order."""
+        out: dict[tuple[str, ...] | None, list[int]] = {}
+        for i, p in enumerate(prompts):
+            r = self.route(p)
+            out.setdefault(None if r is None else tuple(r), []).append(i)
+        return out
+
+
+def _names(prompt: str, named: set[str], key: str) -> bool:
+    """Whether `prompt` names `key`: as one of its own entity runs, or inside a longer run ("Jouvo Vefla"
+    in "Jouvo Vefla Trasdo" does not count; "Jouvo Vefla" in "Jouvo Vefla's mentor" does)."""
+    if key in named:
+        return True
+    return re.search(r"(?<![\w'-])" + re.escape(key) + r"(?![\w-]|\s+[A-Z])", prompt) is not None

@@ -25,7 +25,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-_RUN = re.compile(r"[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*")
+from sleepcycle.seed import _NAME_RUN as _RUN  # the runs of capitalised words `seed.grounded` reads
+
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;\n]\s*|\"\s*)$")
 
 
@@ -37,27 +38,22 @@ def entity_keys(texts: Iterable[str]) -> list[str]:
     """The entities that `texts` name: runs of capitalised words, a possessive 's dropped. A single
     capitalised word counts only where it also occurs inside a sentence, so that sentence openers ("In",
     "By", "The") are not keys; runs of two or more words always count. Sorted, distinct."""
-    runs: set[str] = set()
-    inside: set[str] = set()
+    keys: set[str] = set()
+    inside: set[str] = set()  # lone words seen inside a sentence (an opener elsewhere counts then too)
     for text in texts:
         for m in _RUN.finditer(text):
-            run = _clean(m.group())
-            words = run.split()
+            words = _clean(m.group()).split()
             at_start = bool(_SENTENCE_START.search(text[: m.start()]))
             if at_start and len(words) > 1 and words[0] in _OPENERS:
-                run = " ".join(words[1:])
-                words = words[1:]
-                at_start = False
+                words, at_start = words[1:], False
+            run = " ".join(words)
             if len(run) < 3:
                 continue
             if len(words) > 1:
-                runs.add(run)
+                keys.add(run)
             elif not at_start:
                 inside.add(run)
-            else:
-                runs.add("\0" + run)  # a lone word at a sentence start: a key only if seen inside one too
-    keys = {r for r in runs if not r.startswith("\0")} | inside
-    keys |= {r[1:] for r in runs if r.startswith("\0") and r[1:] in inside}
+    keys |= inside
     return sorted(keys)
 
 

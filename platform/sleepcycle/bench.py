@@ -35,6 +35,7 @@ from sleepcycle.evaluate import Question, accuracy, continual_metrics, kl_drift,
 from sleepcycle.manifests import Manifest
 from sleepcycle.pretrain import Corpus, pretrain
 from sleepcycle.replay import ReplayBuffer
+from sleepcycle.routing import RoutedModel, routed_accuracy
 from sleepcycle.trainer import Example, Log, batches, encode, noop, train
 from sleepcycle.world import DOC_PREFIX, Document, World, documents_about
 
@@ -56,6 +57,10 @@ class Run:
     workdir: Path
     buffer: ReplayBuffer
     champion_manifest: Manifest | None = None
+    answerer: RoutedModel | None = None
+    """How the sleep methods' champion answers closed-book probes (`distill.routing`); None: `model`."""
+    routed_rows: int = 0
+    """Rows that `answerer` routed (the bench then reports every expert's row beside them)."""
     seen_docs: list[str] = field(default_factory=list)
     stats: list[dict] = field(default_factory=list)
     log: Log = noop
@@ -167,26 +172,24 @@ def all_methods() -> dict[str, Learner]:
 
 
 def evaluate_row(run: Run, cycle: int, days: int, in_context: bool) -> dict[str, list[float]]:
-    """Accuracy on every snapshot's probes after `cycle`, per probe kind."""
+    """Accuracy on every snapshot's probes after `cycle`, per probe kind. A champion that routes its experts
+    (`run.answerer`) answers closed-book through the router, and the row also holds every expert's answers
+    under ``all/<kind>`` (the paper's row: training is the same, only who answers differs)."""
     limit = run.cfg.eval.probes_per_day
     window = context_window_docs(run) if in_context and run.seen_docs else ()
+    routed = run.answerer if run.answerer is not None and run.answerer.routes and not window else None
+    run.routed_rows += routed is not None
     row: dict[str, list[float]] = {key: [] for key in PROBE_KINDS}
+    kwargs = {"max_new_tokens": run.cfg.eval.max_new_tokens, "batch_size": run.cfg.eval.batch_size}
     for j in range(days + 1):
         qs = questions(run.world, j, as_of=cycle, limit=limit)
         if window:
             qs = [Question(q.question, q.answer, q.aliases, q.kind, window) for q in qs]
-        use_docs = bool(window)
         for key, kinds in PROBE_KINDS.items():
             sel = [q for q in qs if q.kind in kinds]
-            acc, _ = accuracy(
-                run.model,
-                run.tokenizer,
-                sel,
-                with_docs=use_docs,
-                max_new_tokens=run.cfg.eval.max_new_tokens,
-                batch_size=run.cfg.eval.batch_size,
-            )
-            row[key].append(acc)
+            every = accuracy(run.model, run.tokenizer, sel, with_docs=bool(window), **kwargs)[0]
+            row.setdefault(f"all/{key}", []).append(every)
+            row[key].append(routed_accuracy(routed, run.tokenizer, sel, **kwargs)[0] if routed else every)
     return row
 
 
@@ -299,29 +302,30 @@ def run_bench(
         )
     matrix = [r["matrix"] for r in rows]
     by_kind = {key: [c[key] for c in ceilings] for key in PROBE_KINDS}
-    metrics = continual_metrics(matrix)
-    final = rows[-1]
+    metrics = _accuracy_metrics(rows, by_kind)
     metrics.update(
         {
-            "in_context_ceiling": sum(by_kind["matrix"]) / len(ceilings),
-            "heldout_ACC": _mean_wake(final["heldout"]),
-            "heldout_ceiling": _mean_known(by_kind["heldout"]),
-            "multihop_ACC": _mean_wake(final["multihop"]),
-            "multihop_ceiling": _mean_known(by_kind["multihop"]),
             "general_loss": lm_loss(run.model, tok, general),
             "general_loss_before": lm_loss(champion0, tok, general),
             "kl_drift": kl_drift(run.model, champion0, tok, general),
         }
     )
-    metrics["acquisition_vs_ceiling"] = metrics["acquisition"] / max(1e-9, metrics["in_context_ceiling"])
+    routed = run.routed_rows > 0
+    every = [{k: r[f"all/{k}"] for k in PROBE_KINDS} for r in rows]
     return {
         "method": method,
         "days": days,
         "seed": seed,
         "config": cfg.model_dump(mode="json"),
         "matrix": matrix,
-        "matrices": {"heldout": [r["heldout"] for r in rows], "multihop": [r["multihop"] for r in rows]},
+        "matrices": {
+            "heldout": [r["heldout"] for r in rows],
+            "multihop": [r["multihop"] for r in rows],
+            **({"all_experts": {k: [r[k] for r in every] for k in PROBE_KINDS}} if routed else {}),
+        },
         "metrics": metrics,
+        **({"metrics_all_experts": _accuracy_metrics(every, by_kind)} if routed else {}),
+        "routing": {"mode": cfg.distill.routing, "routed_rows": run.routed_rows},
         "in_context_ceilings": by_kind["matrix"],
         "in_context_ceilings_by_kind": by_kind,
         "budget": {"tokens_per_day": cfg.train.tokens_per_day, "days": day_stats},
@@ -329,6 +333,23 @@ def run_bench(
         "wall_clock_s": time.time() - t0,
         "machine": machine(),
     }
+
+
+def _accuracy_metrics(rows: list[dict[str, list[float]]], by_kind: dict[str, list[float]]) -> dict:
+    """ACC, BWT, ... of the matrix rows, the held-out and multi-hop accuracy of the last row, and the
+    ceilings they are read against."""
+    metrics = continual_metrics([r["matrix"] for r in rows])
+    metrics.update(
+        {
+            "in_context_ceiling": sum(by_kind["matrix"]) / len(by_kind["matrix"]),
+            "heldout_ACC": _mean_wake(rows[-1]["heldout"]),
+            "heldout_ceiling": _mean_known(by_kind["heldout"]),
+            "multihop_ACC": _mean_wake(rows[-1]["multihop"]),
+            "multihop_ceiling": _mean_known(by_kind["multihop"]),
+        }
+    )
+    metrics["acquisition_vs_ceiling"] = metrics["acquisition"] / max(1e-9, metrics["in_context_ceiling"])
+    return metrics
 
 
 def _mean_wake(values: list[float]) -> float:

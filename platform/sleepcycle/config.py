@@ -111,6 +111,12 @@ class DistillConfig(Strict):
     rank: int = 16
     experts_per_level: int = 5
     """Level-1 capacity; when full, a deep sleep merges the experts into the base and resets the level."""
+    routing: Literal["entity", "all"] = "entity"
+    """[ours] Which level-1 experts answer a closed-book question (`sleepcycle.routing`): ``all`` (the paper:
+    every active expert), or ``entity``: the experts up to the newest one whose snapshot named an entity the
+    question names (every expert when it names none). Evaluation, the gate and the demo answer through it;
+    training, teachers, the in-context ceilings, LM loss and KL drift use every expert either way. Not in
+    the paper; the bench reports both rows (`matrices["all_experts"]`, bench/README.md)."""
     steps: int = 300
     """Upper bound; the per-day token budget (train.tokens_per_day) usually stops it first. The lr's cosine
     runs over these steps, so a budget that stops at ~165 ends at about half the rate: scheduled to reach

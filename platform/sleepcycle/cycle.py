@@ -17,11 +17,11 @@ from pathlib import Path
 
 from sleepcycle.config import Config, apply_overrides
 from sleepcycle.dream import dream
-from sleepcycle.evaluate import Question, accuracy, kl_drift, lm_loss
-from sleepcycle.experts import load_for_inference
+from sleepcycle.evaluate import Question, kl_drift, lm_loss
 from sleepcycle.gate import GateDecision, decide
 from sleepcycle.generate import make_generator
 from sleepcycle.manifests import Manifest, atomic_write_text
+from sleepcycle.routing import RoutedModel, routed_accuracy
 from sleepcycle.seed import seed
 from sleepcycle.snapshot import read_documents, read_probes, take_snapshot
 from sleepcycle.trainer import Example, Log, noop
@@ -53,9 +53,11 @@ def evaluate_candidate(
     """Score the candidate against the champion: acquisition of the newest snapshot, retention on the
     earlier ones (candidate minus champion), general LM loss and KL drift on the reference texts.
 
-    Snapshots without probes count as unmeasured (None) rather than guessed."""
-    cand, tok = load_for_inference(Path(candidate.uri))
-    champ, _ = load_for_inference(Path(champion.uri))
+    Snapshots without probes count as unmeasured (None) rather than guessed. Both models answer the probes
+    through their experts' router (`distill.routing`); the LM loss and drift read every expert."""
+    answerer, tok = RoutedModel.load(Path(candidate.uri), cfg.distill.routing)
+    champ_answerer, _ = RoutedModel.load(Path(champion.uri), cfg.distill.routing)
+    cand, champ = answerer.all, champ_answerer.all
     ec = cfg.eval
     gen = make_generator(cfg.generation, tok.eos_token_id, tok.pad_token_id, vocab=len(tok))
     row, champ_row = {}, {}
@@ -63,8 +65,9 @@ def evaluate_candidate(
         qs = [q for q in _questions(read_probes(snap)) if q.kind in ("fact", "update")]
         if not qs:
             continue
-        row[snap.digest] = accuracy(cand, tok, qs, max_new_tokens=ec.max_new_tokens, generator=gen)[0]
-        champ_row[snap.digest] = accuracy(champ, tok, qs, max_new_tokens=ec.max_new_tokens, generator=gen)[0]
+        kwargs = {"max_new_tokens": ec.max_new_tokens, "generator": gen}
+        row[snap.digest] = routed_accuracy(answerer, tok, qs, **kwargs)[0]
+        champ_row[snap.digest] = routed_accuracy(champ_answerer, tok, qs, **kwargs)[0]
     newest = snapshots[-1].digest
     earlier = [d for d in row if d != newest]
     ref = [Example("", t) for t in reference]
@@ -195,7 +198,8 @@ def _sleep_learner(overrides: list[str]):
             )
             stats.update(candidate.metrics)
         run.champion_manifest = candidate  # the bench promotes every candidate: it measures the method
-        run.model, run.tokenizer = load_for_inference(Path(candidate.uri))
+        run.answerer, run.tokenizer = RoutedModel.load(Path(candidate.uri), cfg.distill.routing)
+        run.model = run.answerer.all
         stats["tokens"] = stats.get("seed/tokens", 0) + stats.get("dream/tokens", 0)
         return stats
 

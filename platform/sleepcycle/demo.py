@@ -26,22 +26,22 @@ from rich.table import Table
 from sleepcycle.bench import MATRIX_KINDS, general_set, questions
 from sleepcycle.config import Config
 from sleepcycle.cycle import run_cycle
-from sleepcycle.evaluate import accuracy
-from sleepcycle.experts import load_for_inference
 from sleepcycle.manifests import Manifest
 from sleepcycle.pretrain import home, pretrain
 from sleepcycle.replay import ReplayBuffer
+from sleepcycle.routing import RoutedModel, routed_accuracy
 from sleepcycle.world import World
 
 DEMO_APPROVER = "demo-user (automatic approval in the demo; production waits for a person)"
 
 
 def retention_row(cfg: Config, world: World, checkpoint: Path, cycle: int, days: int) -> list[float]:
-    model, tok = load_for_inference(checkpoint)
+    """The champion's closed-book accuracy on every day's probes, answered through its router."""
+    answerer, tok = RoutedModel.load(checkpoint, cfg.distill.routing)
     row = []
     for j in range(days + 1):
         qs = [q for q in questions(world, j, as_of=cycle, limit=cfg.eval.probes_per_day) if q.kind in MATRIX_KINDS]
-        row.append(accuracy(model, tok, qs, max_new_tokens=cfg.eval.max_new_tokens)[0])
+        row.append(routed_accuracy(answerer, tok, qs, max_new_tokens=cfg.eval.max_new_tokens)[0])
     return row
 
 
@@ -159,14 +159,16 @@ def run_demo_flow(cfg: Config, cycles: int, profile: str, overrides: list[str]) 
                 row = _dream_row(day, fetch(store, "checkpoint", rec["candidate"]))
                 if row:
                     dream_rows.append(row)
-    _tables(console, matrix, dream_rows, cycles)
+    _tables(console, matrix, dream_rows, cycles, cfg.distill.routing)
     console.print(
         f"demo finished in {time.time() - t0:.0f}s. See it: sleepcycle cycle list --line {line}; make dashboard"
     )
     return 0
 
 
-def _tables(console: Console, matrix: list[list[float]], dream_rows: list[tuple[list[str], str]], cycles: int) -> None:
+def _tables(
+    console: Console, matrix: list[list[float]], dream_rows: list[tuple[list[str], str]], cycles: int, routing: str
+) -> None:
     table = Table(title="retention: accuracy on each snapshot's probes after each cycle (closed-book)")
     table.add_column("after cycle")
     table.add_column("base (day 0)")
@@ -175,7 +177,11 @@ def _tables(console: Console, matrix: list[list[float]], dream_rows: list[tuple[
     for i, row in enumerate(matrix):
         table.add_row(str(i), *[f"{x:.2f}" if j <= i or j == 0 else f"({x:.2f})" for j, x in enumerate(row)])
     console.print(table)
-    console.print("(parenthesised: before the model met that day's documents)")
+    console.print(
+        "(parenthesised: before the model met that day's documents; the experts answer "
+        + ("by entity routing, distill.routing" if routing == "entity" else "all at once")
+        + ")"
+    )
     if dream_rows:
         dt = Table(title="dreams")
         for h in ["cycle", "generated", "kept", "reward rate", "distinct-2", "KL drift", "dreams/s"]:
@@ -231,6 +237,6 @@ def run_demo_inprocess(cfg: Config, cycles: int = 3, workdir: Path | None = None
         row = _dream_row(day, result.candidate)
         if row:
             dream_rows.append(row)
-    _tables(console, matrix, dream_rows, cycles)
+    _tables(console, matrix, dream_rows, cycles, cfg.distill.routing)
     console.print(f"demo finished in {time.time() - t0:.0f}s; checkpoints under {workdir}")
     return 0

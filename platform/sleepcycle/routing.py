@@ -14,6 +14,9 @@ gets every expert, as without routing. Facts stay in the weights; the keys only 
     router = Router.from_state(read_state(checkpoint))   # keys of the active experts, in order
     router.route("Question: Where does Jouvo Vefla live?\\nAnswer:")   # ["e00", "e01"], or None: all
 
+    answerer, tok = RoutedModel.load(checkpoint, cfg.distill.routing)   # what evaluation and the gate use
+    acc, hits = routed_accuracy(answerer, tok, questions)
+
 What it does not cover (docs/method.md): knowledge not tied to a named entity (it always gets every
 expert), entities a writer spells differently from the snapshot, and a deep sleep, which merges the level's
 experts into the base and with them their keys (the merged experts act on every prompt again).
@@ -23,9 +26,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from sleepcycle.seed import _NAME_RUN as _RUN  # the runs of capitalised words `seed.grounded` reads
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from sleepcycle import models
+from sleepcycle.evaluate import Question, accuracy
+from sleepcycle.experts import ExpertBank, load_checkpoint
+
+NAME_RUN = re.compile(r"\b[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*")
+"""A run of capitalised words: how the keys, and `seed.grounded`'s check of written questions, find names."""
 
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;\n]\s*|\"\s*)$")
 
@@ -41,7 +52,7 @@ def entity_keys(texts: Iterable[str]) -> list[str]:
     keys: set[str] = set()
     inside: set[str] = set()  # lone words seen inside a sentence (an opener elsewhere counts then too)
     for text in texts:
-        for m in _RUN.finditer(text):
+        for m in NAME_RUN.finditer(text):
             words = _clean(m.group()).split()
             at_start = bool(_SENTENCE_START.search(text[: m.start()]))
             if at_start and len(words) > 1 and words[0] in _OPENERS:
@@ -110,3 +121,62 @@ def _names(prompt: str, named: set[str], key: str) -> bool:
     if key in named:
         return True
     return re.search(r"(?<![\w'-])" + re.escape(key) + r"(?![\w-]|\s+[A-Z])", prompt) is not None
+
+
+@dataclass
+class RoutedModel:
+    """A checkpoint that answers through its router: `all` is every expert merged (what the paper serves);
+    each other route is merged from `bank` on first use and kept (one model copy per route: at most one per
+    active expert, ~13 MB each on the tiny models; a large model would run the experts unmerged instead)."""
+
+    all: PreTrainedModel
+    router: Router = field(default_factory=lambda: Router(()))
+    bank: ExpertBank | None = None
+    _merged: dict[tuple[str, ...], PreTrainedModel] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def load(cls, path: Path, routing: str = "entity") -> tuple[RoutedModel, PreTrainedTokenizerBase]:
+        """A checkpoint directory (experts beside a base, or a plain model, which routes nothing).
+        ``routing="all"`` gives every question every expert, without keeping the bank."""
+        if routing not in ("entity", "all"):
+            raise ValueError(f"unknown routing {routing!r} (entity or all)")
+        path = Path(path)
+        if not (path / "base").is_dir():
+            model, tok = models.load(path)
+            return cls(model), tok
+        bank, tok, state = load_checkpoint(path)
+        merged = bank.merged().eval()
+        if routing == "all" or not bank.active:
+            return cls(merged), tok
+        return cls(merged, Router.from_state(state), bank), tok
+
+    @property
+    def routes(self) -> bool:
+        """Whether any question can get fewer than every expert."""
+        return self.bank is not None and len(self.router.experts) > 1
+
+    def model(self, route: Sequence[str] | None) -> PreTrainedModel:
+        if route is None or self.bank is None:
+            return self.all
+        key = tuple(route)
+        if key not in self._merged:
+            with self.bank.using(list(key)):
+                self._merged[key] = self.bank.merged().eval()
+        return self._merged[key]
+
+
+def routed_accuracy(
+    answerer: RoutedModel, tokenizer: PreTrainedTokenizerBase, questions: Sequence[Question], **kwargs
+) -> tuple[float, list[bool]]:
+    """`evaluate.accuracy` with each question answered by its route's experts (routed by the question
+    alone: documents in a prompt do not change the route). Same return: the fraction right, per-question hits."""
+    if not questions:
+        return float("nan"), []
+    if not answerer.routes:
+        return accuracy(answerer.all, tokenizer, questions, **kwargs)
+    hits = [False] * len(questions)
+    for route, idx in answerer.router.groups([q.question for q in questions]).items():
+        _, got = accuracy(answerer.model(route), tokenizer, [questions[i] for i in idx], **kwargs)
+        for i, hit in zip(idx, got):
+            hits[i] = hit
+    return sum(hits) / len(hits), hits

@@ -48,6 +48,7 @@ from sleepcycle.generate import Generator, HFGenerator, make_generator
 from sleepcycle.grow import check_tokenizers, grow_depth, grow_width, preflight
 from sleepcycle.manifests import Manifest
 from sleepcycle.records import write_jsonl
+from sleepcycle.routing import NAME_RUN, entity_keys
 from sleepcycle.snapshot import read_documents
 from sleepcycle.trainer import Example, Log, noop, train
 from sleepcycle.world import (
@@ -90,9 +91,6 @@ def _valid_question(q: str) -> bool:
     return q.endswith("?") and 3 <= len(q.split()) <= 25 and "\n" not in q
 
 
-_NAME_RUN = re.compile(r"\b[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*")
-
-
 def grounded(question: str, doc: str) -> bool:
     """[ours] Whether a written question names things as its document does: every run of capitalised words
     in it (its first word aside, a possessive 's dropped) occurs verbatim in the document.
@@ -102,7 +100,7 @@ def grounded(question: str, doc: str) -> bool:
     5-day bench 44% of the written questions named someone the document does not; the teacher answered them
     anyway and the student learnt facts about people who do not exist."""
     rest = question.split(maxsplit=1)[1] if " " in question.strip() else ""
-    return _named_in(_NAME_RUN.findall(rest), doc)
+    return _named_in(NAME_RUN.findall(rest), doc)
 
 
 def _named_in(runs: Sequence[str], doc: str) -> bool:
@@ -126,7 +124,7 @@ def grounded_prefix(text: str, doc: str) -> str:
     kept: list[str] = []
     for sentence in _SENTENCE.findall(text):
         s = sentence.strip()
-        runs = [m.group() for m in _NAME_RUN.finditer(s)]
+        runs = [m.group() for m in NAME_RUN.finditer(s)]
         if runs and s.startswith(runs[0]) and runs[0].split()[0].lower() in lower:
             runs[0] = runs[0].split(maxsplit=1)[1] if " " in runs[0] else ""  # a common word opens the sentence
         if not s or not _named_in(runs, doc):
@@ -581,8 +579,8 @@ def write_candidate(
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     state["history"] = state.get("history", []) + [
-        {"cycle": state["cycle"], "snapshot": snapshot.digest, "expert": slot}
-    ]
+        {"cycle": state["cycle"], "snapshot": snapshot.digest, "expert": slot, "keys": entity_keys(s.docs)}
+    ]  # the keys: what `sleepcycle.routing` routes a question to this expert (and its elders) by
     if slot is None:
         models.save(s.student, tok, tmp)
         (tmp / "sleep.json").write_text(json.dumps({**state, "active": []}, indent=2))

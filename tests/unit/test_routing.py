@@ -1,7 +1,13 @@
 """Entity-keyed expert routing: the keys a snapshot gives and the prefix of experts a prompt gets."""
 
-from sleepcycle.routing import Router, entity_keys
+import pytest
+import torch
+
+from sleepcycle.evaluate import Question, answers, is_correct
+from sleepcycle.experts import ExpertBank, load_checkpoint, save_checkpoint
+from sleepcycle.routing import RoutedModel, Router, entity_keys, routed_accuracy
 from sleepcycle.world import QA_PROMPT
+from unit.helpers import batch, micro_model
 
 
 def test_keys_are_names_not_sentence_openers():
@@ -49,3 +55,56 @@ def test_a_deep_sleep_drops_the_merged_experts_keys():
     r = Router.from_state(state)
     assert r.experts == (("e00", frozenset({"Skilhou Pasto"})),)
     assert r.route("Who is Doud Todrak?") is None
+
+
+def _two_expert_checkpoint(path):
+    """A micro checkpoint with experts e00 (keyed "Ada Velm") and e01 (keyed "Bo Tarsk"), both non-zero."""
+    model, tok = micro_model()
+    bank = ExpertBank(model, rank=4, capacity=3)
+    torch.manual_seed(0)
+    for _ in range(2):
+        name = bank.activate(bank.free_slot())
+        with torch.no_grad():
+            for p in bank.parameters(name):
+                p.add_(torch.randn_like(p) * 0.5)
+    history = [{"cycle": 1, "expert": "e00", "keys": ["Ada Velm"]}, {"cycle": 2, "expert": "e01", "keys": ["Bo Tarsk"]}]
+    save_checkpoint(bank, tok, path, state={"cycle": 2, "history": history})
+    return tok
+
+
+def test_a_routed_checkpoint_answers_each_question_with_the_experts_of_its_route(tmp_path):
+    tok = _two_expert_checkpoint(tmp_path / "ckpt")
+    answerer, _ = RoutedModel.load(tmp_path / "ckpt")
+    bank, _, _ = load_checkpoint(tmp_path / "ckpt")
+    with bank.using(["e00"]):
+        first_only = bank.merged().eval()
+    every = bank.merged().eval()
+    ids, mask = batch(tok)
+    with torch.no_grad():
+        got = answerer.model(["e00"])(input_ids=ids, attention_mask=mask).logits
+        assert torch.allclose(got, first_only(input_ids=ids, attention_mask=mask).logits, atol=1e-5)
+        assert not torch.allclose(got, every(input_ids=ids, attention_mask=mask).logits, atol=1e-3)
+    # each question is scored against what its own route's model answers, in the caller's order
+    asked = [
+        "Where does Ada Velm live?",
+        "Where does Bo Tarsk live?",
+        "Where is Velmora?",
+        "Who owns Ada Velm's parrot?",
+    ]
+    expected = [first_only, every, every, first_only]
+    preds = [answers(m, tok, [Question(q, "")])[0] for q, m in zip(asked, expected)]
+    wrong = [
+        answers(m, tok, [Question(q, "")])[0]
+        for q, m in zip(asked, [every if m is first_only else first_only for m in expected])
+    ]
+    assert preds != wrong, "the two routes answer differently, or this test could not tell them apart"
+    qs = [Question(q, p) for q, p in zip(asked, preds)]
+    assert routed_accuracy(answerer, tok, qs) == (1.0, [True] * 4)
+    assert routed_accuracy(answerer, tok, [])[1] == []
+    # routing "all" (the paper) answers everything with every expert
+    flat, _ = RoutedModel.load(tmp_path / "ckpt", routing="all")
+    assert not flat.routes and flat.model(["e00"]) is flat.all
+    flat_preds = answers(every, tok, qs)
+    assert routed_accuracy(flat, tok, qs)[1] == [is_correct(p, q.answer) for p, q in zip(flat_preds, qs)]
+    with pytest.raises(ValueError, match="unknown routing"):
+        RoutedModel.load(tmp_path / "ckpt", routing="subject")

@@ -14,6 +14,7 @@ from sleepcycle.config import load_config
 from sleepcycle.experts import load_checkpoint, load_for_inference
 from sleepcycle.manifests import Manifest
 from sleepcycle.pretrain import pretrain
+from sleepcycle.routing import entity_keys
 from sleepcycle.seed import (
     SeedError,
     ask_about_others,
@@ -51,10 +52,15 @@ def test_seeding_trains_only_the_new_expert_and_never_sees_probes(tiny, tmp_path
     cfg, champion, home = tiny
     snap = _snapshot(cfg, tmp_path / "snapshots")
     first = seed(cfg, snap, champion, tmp_path / "c1")
-    second = seed(cfg, _snapshot(cfg, tmp_path / "snapshots", day=2), first, tmp_path / "c2")
+    snap2 = _snapshot(cfg, tmp_path / "snapshots", day=2)
+    second = seed(cfg, snap2, first, tmp_path / "c2")
     bank1, _, state1 = load_checkpoint(Path(first.uri))
     bank2, _, state2 = load_checkpoint(Path(second.uri))
     assert state1["active"] == ["e00"] and state2["active"] == ["e00", "e01"]
+    # each expert's routing keys are the entities its own snapshot named, carried on by later cycles
+    assert state1["history"][0]["keys"] == entity_keys(read_documents(snap)) != []
+    assert state2["history"][-1]["keys"] == entity_keys(read_documents(snap2)) != []
+    assert state2["history"][0] == state1["history"][0]
     # the base is byte-identical and the earlier expert bit-identical after the second seeding
     assert first.files["base/model.safetensors"] == second.files["base/model.safetensors"]
     assert first.files["base/model.safetensors"] == Manifest.read(Path(champion.uri)).files["model.safetensors"]

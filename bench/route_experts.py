@@ -2,11 +2,11 @@
 
     .venv/bin/python bench/route_experts.py /tmp/sleepcycle-bench-sleep-nodream-4 --json out.json
 
-Reads the run's last checkpoint (`cycle-T/seeded`, or `dreamed` when it exists), keys each expert with
-the entities of its day's documents (what a cycle would store) and scores every day's probes twice:
-with every expert on (the bench's last matrix row, reproduced) and routed. Nothing is trained; the routed
-row is read against the diagonal of the run's own JSON. An evaluation-time measurement, not a bench
-method: routing is not wired into the stages yet.
+Reads the run's last checkpoint (`cycle-T/seeded`, or `dreamed` when it exists) and scores every day's
+probes twice: with every expert on (the bench's last matrix row, reproduced) and routed. Nothing is
+trained. Checkpoints written since the cycles store their routing keys use those; older ones (stop 23's
+runs) are keyed here with the entities of each day's documents, which is what a cycle now stores. The
+bench itself now reports both rows (`matrices.all_experts`); this script re-reads runs made before that.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> dict:
     ckpt = last / "dreamed" if (last / "dreamed").is_dir() else last / "seeded"
     bank, tok, state = load_checkpoint(ckpt)
     for h in state["history"]:
-        h["keys"] = entity_keys([d.text for d in world.documents(h["cycle"])])
+        if "keys" not in h:  # written before the cycles stored them
+            h["keys"] = entity_keys([d.text for d in world.documents(h["cycle"])])
     router = Router.from_state(state)
     models: dict = {}
 

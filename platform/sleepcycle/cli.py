@@ -120,9 +120,9 @@ def pretrain_cmd(args: argparse.Namespace) -> int:
 
 @command("eval")
 def eval_cmd(args: argparse.Namespace) -> int:
-    from sleepcycle import models
-    from sleepcycle.evaluate import Question, accuracy
+    from sleepcycle.evaluate import Question
     from sleepcycle.records import read
+    from sleepcycle.routing import RoutedModel, routed_accuracy
 
     loaded = read(args.probes, "probe")
     for r in loaded.rejected:
@@ -132,12 +132,12 @@ def eval_cmd(args: argparse.Namespace) -> int:
     docs: tuple[str, ...] = ()
     if args.docs:
         docs = tuple(r["text"] for r in read(args.docs, "wake").records)
-    model, tok = models.load(args.model)
+    answerer, tok = RoutedModel.load(Path(args.model), _config(args).distill.routing)
     qs = [
         Question(r["question"], r["answer"], tuple(r.get("aliases", [])), r.get("kind", "fact"), docs)
         for r in loaded.records
     ]
-    acc, hits = accuracy(model, tok, qs, with_docs=bool(docs))
+    acc, hits = routed_accuracy(answerer, tok, qs, with_docs=bool(docs))
     by_kind: dict[str, list[bool]] = {}
     for q, h in zip(qs, hits):
         by_kind.setdefault(q.kind, []).append(h)
@@ -496,7 +496,11 @@ def build_parser() -> argparse.ArgumentParser:
     pre.set_defaults(func="pretrain")
 
     ev = sub.add_parser("eval", parents=[common], help="closed-book (or in-context) accuracy on a probe file")
-    ev.add_argument("--model", required=True, help="checkpoint directory (HF save_pretrained)")
+    ev.add_argument(
+        "--model",
+        required=True,
+        help="model directory (HF save_pretrained) or a sleep checkpoint (experts answer by distill.routing)",
+    )
     ev.add_argument("--probes", required=True, help="probe JSONL")
     ev.add_argument("--docs", help="wake JSONL to put in the prompt (in-context accuracy)")
     ev.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -17,9 +17,11 @@ gets every expert, as without routing. Facts stay in the weights; the keys only 
     answerer, tok = RoutedModel.load(checkpoint, cfg.distill.routing)   # what evaluation and the gate use
     acc, hits = routed_accuracy(answerer, tok, questions)
 
-What it does not cover (docs/method.md): knowledge not tied to a named entity (it always gets every
-expert), entities a writer spells differently from the snapshot, and a deep sleep, which merges the level's
-experts into the base and with them their keys (the merged experts act on every prompt again).
+A deep sleep merges the level's experts into the base; their keys then key the base, and a prompt that
+names only those gets the base without the newer experts. What it does not cover (docs/method.md):
+knowledge not tied to a named entity (it always gets every expert), entities a writer spells differently
+from the snapshot, and the merged level itself, which answers its own entities with all of its experts at
+once (a deep sleep that kept the prefixes would have to distil the routed level into the base).
 """
 
 from __future__ import annotations
@@ -81,27 +83,36 @@ class Router:
     """The active experts in activation order, each with the entities its snapshot named."""
 
     experts: tuple[tuple[str, frozenset[str]], ...]
+    base: frozenset[str] = frozenset()
+    """The keys of experts a deep sleep merged into the base: the base alone answers them, as it stood
+    when it took them in (the base is the merged level, the prefix of every expert of its time)."""
 
     @classmethod
     def from_state(cls, state: dict) -> Router:
         """From a checkpoint's sleep.json: the active slots, keyed by the newest history entry of each
-        slot since the last deep sleep (a slot reused after a deep sleep holds a new expert)."""
+        slot since the last deep sleep (a slot reused after a deep sleep holds a new expert); the entries
+        before it key the base."""
         active = list(state.get("active", []))
         last_deep = max((d.get("cycle", 0) for d in state.get("deep_sleeps", [])), default=-1)
         keys: dict[str, frozenset[str]] = {}
+        base: set[str] = set()
         for h in state.get("history", []):
             if h.get("expert") in active and h.get("cycle", 0) >= last_deep:
                 keys[h["expert"]] = frozenset(h.get("keys", ()))
-        return cls(tuple((slot, keys.get(slot, frozenset())) for slot in active))
+            elif h.get("cycle", 0) < last_deep:
+                base.update(h.get("keys", ()))
+        return cls(tuple((slot, keys.get(slot, frozenset())) for slot in active), frozenset(base))
 
     def route(self, prompt: str) -> list[str] | None:
-        """The experts that answer `prompt`: up to the newest whose keys it names, or None (all of them)
-        when it names no key."""
+        """The experts that answer `prompt`: up to the newest whose keys it names, none (the base alone)
+        when it names only keys merged into the base, or None (all of them) when it names no key."""
         named = set(entity_keys([prompt]))
         newest = -1
         for i, (_, keys) in enumerate(self.experts):
             if keys and any(_names(prompt, named, k) for k in keys):
                 newest = i
+        if newest < 0 and any(_names(prompt, named, k) for k in self.base):
+            return [] if self.experts else None
         if newest < 0 or newest == len(self.experts) - 1:
             return None
         return [slot for slot, _ in self.experts[: newest + 1]]
@@ -153,7 +164,7 @@ class RoutedModel:
     @property
     def routes(self) -> bool:
         """Whether any question can get fewer than every expert."""
-        return self.bank is not None and len(self.router.experts) > 1
+        return self.bank is not None and (len(self.router.experts) > 1 or bool(self.router.base))
 
     def model(self, route: Sequence[str] | None) -> PreTrainedModel:
         if route is None or self.bank is None:

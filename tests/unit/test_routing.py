@@ -47,14 +47,24 @@ def test_route_is_the_prefix_up_to_the_newest_expert_that_named_it():
     assert groups == {("e00", "e01"): [0, 2], None: [1]}
 
 
-def test_a_deep_sleep_drops_the_merged_experts_keys():
+def test_after_a_deep_sleep_the_merged_experts_keys_route_to_the_base_alone():
     state = _state()
-    state["deep_sleeps"] = [{"cycle": 3, "merged": ["e00", "e01", "e02"]}]
-    state["active"] = ["e00"]
-    state["history"].append({"cycle": 3, "expert": "e00", "keys": ["Skilhou Pasto"]})
+    state["deep_sleeps"] = [{"cycle": 4, "merged": ["e00", "e01", "e02"]}]
+    state["active"] = ["e00", "e01"]  # slots reused after the deep sleep hold new experts
+    state["history"] += [
+        {"cycle": 4, "expert": "e00", "keys": ["Skilhou Pasto", "Mira Dost"]},
+        {"cycle": 5, "expert": "e01", "keys": ["Tane Oru"]},
+    ]
     r = Router.from_state(state)
-    assert r.experts == (("e00", frozenset({"Skilhou Pasto"})),)
-    assert r.route("Who is Doud Todrak?") is None
+    assert r.experts == (("e00", frozenset({"Skilhou Pasto", "Mira Dost"})), ("e01", frozenset({"Tane Oru"})))
+    assert r.base == {"Jouvo Vefla", "Doud Todrak", "Skilhou Pasto"}
+    assert r.route("Who is Doud Todrak?") == []  # merged: the base as it stood, without the newer experts
+    assert r.route("Where does Skilhou Pasto live?") == ["e00"]  # named again since: up to that expert
+    assert r.route("Where does Mira Dost live?") == ["e00"]
+    assert r.route("Where does Tane Oru live?") is None
+    assert r.route("Who is Nobody Known?") is None
+    # with no expert since the deep sleep, the base is every expert there is
+    assert Router((), frozenset({"Doud Todrak"})).route("Who is Doud Todrak?") is None
 
 
 def _two_expert_checkpoint(path):

@@ -14,7 +14,7 @@ from sleepcycle.config import load_config
 from sleepcycle.experts import load_checkpoint, load_for_inference
 from sleepcycle.manifests import Manifest
 from sleepcycle.pretrain import pretrain
-from sleepcycle.routing import entity_keys
+from sleepcycle.routing import Router, entity_keys
 from sleepcycle.seed import (
     SeedError,
     ask_about_others,
@@ -109,6 +109,34 @@ def test_champion_that_fails_to_load_is_a_clear_error_and_writes_nothing(tiny, t
     with pytest.raises(SeedError, match="failed to load: .*anchor.safetensors: not an activation anchor"):
         seed(cfg, snap, Manifest(kind="checkpoint", uri=str(damaged)), tmp_path / "out")
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_a_full_level_deep_sleeps_into_the_base_and_its_keys_then_route_to_the_base(tiny, tmp_path):
+    cfg, champion, _ = tiny
+    cfg = cfg.model_copy(
+        update={
+            "distill": cfg.distill.model_copy(update={"experts_per_level": 2}),
+            "world": cfg.world.model_copy(update={"days": 3}),
+        }
+    )
+    snaps = [_snapshot(cfg, tmp_path / "snapshots", day=d) for d in (1, 2, 3)]
+    c1 = seed(cfg, snaps[0], champion, tmp_path / "c1")
+    c2 = seed(cfg, snaps[1], c1, tmp_path / "c2")
+    c3 = seed(cfg, snaps[2], c2, tmp_path / "c3")  # the level holds two experts: this cycle deep-sleeps first
+    _, tok, state = load_checkpoint(Path(c3.uri))
+    assert state["deep_sleeps"] == [{"cycle": 3, "merged": ["e00", "e01"]}] and state["active"] == ["e00"]
+    # the new base is the merged level: with the fresh expert off, it answers as the cycle-2 champion did
+    merged2, _ = load_for_inference(Path(c2.uri))
+    base3, _ = load_for_inference(Path(c3.uri) / "base")
+    ids = tok(["Question: Where does Ada Velm live?\nAnswer:"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.allclose(base3(input_ids=ids).logits, merged2(input_ids=ids).logits, atol=1e-4)
+    assert c3.files["base/model.safetensors"] != c2.files["base/model.safetensors"]
+    router = Router.from_state(state)
+    merged_only = set(entity_keys(read_documents(snaps[0]))) - set(entity_keys(read_documents(snaps[2])))
+    assert merged_only and router.base >= merged_only
+    name = sorted(k for k in merged_only if " " in k)[0]
+    assert router.route(QA_PROMPT.format(q=f"Where does {name} live?")) == []
 
 
 def test_unknown_config_key_is_refused():

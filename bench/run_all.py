@@ -98,22 +98,26 @@ def summarise(paths: list[Path]) -> dict:
     rows = []
     for p in paths:
         r = json.loads(p.read_text())
-        m = r["metrics"]
-        rows.append(
-            {
-                "method": r["method"],
-                "seed": r["seed"],
-                "days": r["days"],
-                **{k: m.get(k) for k, _ in COLUMNS},
-                "learn_s": learning_seconds(r),
-                "wall_clock_s": r["wall_clock_s"],
-                "tokens_per_day": r["budget"]["tokens_per_day"],
-                "machine": r.get("machine", {}),
-                "file": p.name,
-            }
-        )
+        # a run that routed its experts also carries every expert's row (the paper's): same training, one row each
+        views = [(r["method"], r["metrics"])]
+        if "metrics_all_experts" in r:
+            views.append((f"{r['method']} [all experts]", r["metrics_all_experts"]))
+        for method, m in views:
+            rows.append(
+                {
+                    "method": method,
+                    "seed": r["seed"],
+                    "days": r["days"],
+                    **{k: m.get(k, r["metrics"].get(k)) for k, _ in COLUMNS},
+                    "learn_s": learning_seconds(r),
+                    "wall_clock_s": r["wall_clock_s"],
+                    "tokens_per_day": r["budget"]["tokens_per_day"],
+                    "machine": r.get("machine", {}),
+                    "file": p.name,
+                }
+            )
     order = {m: i for i, m in enumerate(CORE + ABLATIONS)}
-    rows.sort(key=lambda r: (order.get(r["method"], 99), r["method"], r["seed"]))
+    rows.sort(key=lambda r: (order.get(r["method"].removesuffix(" [all experts]"), 99), r["method"], r["seed"]))
     return {"rows": rows, "over_seeds": over_seeds(rows)}
 
 

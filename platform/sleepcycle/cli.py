@@ -132,7 +132,7 @@ def eval_cmd(args: argparse.Namespace) -> int:
     docs: tuple[str, ...] = ()
     if args.docs:
         docs = tuple(r["text"] for r in read(args.docs, "wake").records)
-    answerer, tok = RoutedModel.load(Path(args.model), _config(args).distill.routing)
+    answerer, tok = RoutedModel.from_config(Path(args.model), _config(args))
     qs = [
         Question(r["question"], r["answer"], tuple(r.get("aliases", [])), r.get("kind", "fact"), docs)
         for r in loaded.records

@@ -117,6 +117,10 @@ class DistillConfig(Strict):
     question names (every expert when it names none). Evaluation, the gate and the demo answer through it;
     training, teachers, the in-context ceilings, LM loss and KL drift use every expert either way. Not in
     the paper; the bench reports both rows (`matrices["all_experts"]`, bench/README.md)."""
+    routing_choice: Literal["confidence", "newest"] = "confidence"
+    """[ours] With routing=entity, a question that names entities several experts learnt about has several
+    candidate prefixes: ``newest`` answers with the newest, ``confidence`` asks each and keeps the answer
+    given with the highest mean token log-probability (one more forward pass per candidate)."""
     steps: int = 300
     """Upper bound; the per-day token budget (train.tokens_per_day) usually stops it first. The lr's cosine
     runs over these steps, so a budget that stops at ~165 ends at about half the rate: scheduled to reach

@@ -55,8 +55,8 @@ def evaluate_candidate(
 
     Snapshots without probes count as unmeasured (None) rather than guessed. Both models answer the probes
     through their experts' router (`distill.routing`); the LM loss and drift read every expert."""
-    answerer, tok = RoutedModel.load(Path(candidate.uri), cfg.distill.routing)
-    champ_answerer, _ = RoutedModel.load(Path(champion.uri), cfg.distill.routing)
+    answerer, tok = RoutedModel.from_config(Path(candidate.uri), cfg)
+    champ_answerer, _ = RoutedModel.from_config(Path(champion.uri), cfg)
     cand, champ = answerer.all, champ_answerer.all
     ec = cfg.eval
     gen = make_generator(cfg.generation, tok.eos_token_id, tok.pad_token_id, vocab=len(tok))
@@ -198,7 +198,7 @@ def _sleep_learner(overrides: list[str]):
             )
             stats.update(candidate.metrics)
         run.champion_manifest = candidate  # the bench promotes every candidate: it measures the method
-        run.answerer, run.tokenizer = RoutedModel.load(Path(candidate.uri), cfg.distill.routing)
+        run.answerer, run.tokenizer = RoutedModel.from_config(Path(candidate.uri), cfg)
         run.model = run.answerer.all
         stats["tokens"] = stats.get("seed/tokens", 0) + stats.get("dream/tokens", 0)
         return stats

@@ -37,7 +37,7 @@ DEMO_APPROVER = "demo-user (automatic approval in the demo; production waits for
 
 def retention_row(cfg: Config, world: World, checkpoint: Path, cycle: int, days: int) -> list[float]:
     """The champion's closed-book accuracy on every day's probes, answered through its router."""
-    answerer, tok = RoutedModel.load(checkpoint, cfg.distill.routing)
+    answerer, tok = RoutedModel.from_config(checkpoint, cfg)
     row = []
     for j in range(days + 1):
         qs = [q for q in questions(world, j, as_of=cycle, limit=cfg.eval.probes_per_day) if q.kind in MATRIX_KINDS]

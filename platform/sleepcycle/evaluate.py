@@ -64,6 +64,45 @@ def answers(
     return complete(gen, model, tokenizer, [prompt_for(q, with_docs) for q in questions], max_new_tokens)
 
 
+@torch.no_grad()
+def scored_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    questions: Sequence[Question],
+    with_docs: bool = False,
+    max_new_tokens: int = 8,
+    batch_size: int = 64,
+    generator: Generator | None = None,
+) -> list[tuple[str, float]]:
+    """Greedy answers with the model's confidence in each: the mean log-probability of its tokens (the EOS
+    that ends it included), -inf for an empty answer. Scored by a forward pass of this model, whichever
+    backend generated."""
+    gen = generator or HFGenerator(tokenizer.eos_token_id, tokenizer.pad_token_id, batch_size=batch_size)
+    prompts = tokenizer([prompt_for(q, with_docs) for q in questions], add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    outs = []
+    for o in gen.sample(model, prompts, max_new_tokens, 0.0, None):
+        o = list(o)
+        outs.append(o[: o.index(eos) + 1] if eos in o else o)
+    scores = []
+    for b in range(0, len(prompts), batch_size):
+        seqs = [p + o for p, o in zip(prompts[b : b + batch_size], outs[b : b + batch_size])]
+        width = max(map(len, seqs))
+        ids = torch.full((len(seqs), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, seq in enumerate(seqs):  # right-padded: every row's positions start at 0
+            ids[i, : len(seq)], mask[i, : len(seq)] = torch.tensor(seq), 1
+        logp = F.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+        for i, (p, o) in enumerate(zip(prompts[b : b + batch_size], outs[b : b + batch_size])):
+            if not o:
+                scores.append(float("-inf"))
+                continue
+            steps = logp[i, len(p) - 1 : len(p) - 1 + len(o)]
+            scores.append(float(steps.gather(-1, torch.tensor(o).unsqueeze(-1)).mean()))
+    texts = [tokenizer.decode([t for t in o if t != eos], skip_special_tokens=True) for o in outs]
+    return list(zip(texts, scores))
+
+
 def accuracy(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,

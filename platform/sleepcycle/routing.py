@@ -14,7 +14,7 @@ gets every expert, as without routing. Facts stay in the weights; the keys only 
     router = Router.from_state(read_state(checkpoint))   # keys of the active experts, in order
     router.route("Question: Where does Jouvo Vefla live?\\nAnswer:")   # ["e00", "e01"], or None: all
 
-    answerer, tok = RoutedModel.load(checkpoint, cfg.distill.routing)   # what evaluation and the gate use
+    answerer, tok = RoutedModel.from_config(checkpoint, cfg)   # what evaluation and the gate use
     acc, hits = routed_accuracy(answerer, tok, questions)
 
 A deep sleep merges the level's experts into the base; their keys then key the base, and a prompt that
@@ -34,7 +34,7 @@ from pathlib import Path
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sleepcycle import models
-from sleepcycle.evaluate import Question, accuracy
+from sleepcycle.evaluate import Question, accuracy, is_correct, scored_answers
 from sleepcycle.experts import ExpertBank, load_checkpoint
 
 NAME_RUN = re.compile(r"\b[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*")
@@ -103,19 +103,25 @@ class Router:
                 base.update(h.get("keys", ()))
         return cls(tuple((slot, keys.get(slot, frozenset())) for slot in active), frozenset(base))
 
-    def route(self, prompt: str) -> list[str] | None:
-        """The experts that answer `prompt`: up to the newest whose keys it names, none (the base alone)
-        when it names only keys merged into the base, or None (all of them) when it names no key."""
+    def candidates(self, prompt: str) -> list[tuple[str, ...] | None]:
+        """Every route that may have learnt what `prompt` asks, oldest first: the prefix of experts up to each
+        expert whose keys it names (None: all of them), led by the base alone (``()``) when it names keys
+        merged into the base; ``[None]`` when it names no key."""
+        if not self.experts:
+            return [None]
         named = set(entity_keys([prompt]))
-        newest = -1
+        n = len(self.experts)
+        out: list[tuple[str, ...] | None] = [()] if any(_names(prompt, named, k) for k in self.base) else []
         for i, (_, keys) in enumerate(self.experts):
             if keys and any(_names(prompt, named, k) for k in keys):
-                newest = i
-        if newest < 0 and any(_names(prompt, named, k) for k in self.base):
-            return [] if self.experts else None
-        if newest < 0 or newest == len(self.experts) - 1:
-            return None
-        return [slot for slot, _ in self.experts[: newest + 1]]
+                out.append(None if i == n - 1 else tuple(slot for slot, _ in self.experts[: i + 1]))
+        return out or [None]
+
+    def route(self, prompt: str) -> list[str] | None:
+        """The newest candidate route: the experts up to the newest whose keys `prompt` names, none (the
+        base alone) when it names only keys merged into the base, or None (all of them) when it names no key."""
+        newest = self.candidates(prompt)[-1]
+        return None if newest is None else list(newest)
 
     def groups(self, prompts: Sequence[str]) -> dict[tuple[str, ...] | None, list[int]]:
         """Prompt indices by route (None: every expert), in first-seen order."""
@@ -143,14 +149,21 @@ class RoutedModel:
     all: PreTrainedModel
     router: Router = field(default_factory=lambda: Router(()))
     bank: ExpertBank | None = None
+    choice: str = "confidence"
+    """Among a question's candidate routes: the answer its route is most confident in, or the newest route."""
     _merged: dict[tuple[str, ...], PreTrainedModel] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def load(cls, path: Path, routing: str = "entity") -> tuple[RoutedModel, PreTrainedTokenizerBase]:
+    def load(
+        cls, path: Path, routing: str = "entity", choice: str = "confidence"
+    ) -> tuple[RoutedModel, PreTrainedTokenizerBase]:
         """A checkpoint directory (experts beside a base, or a plain model, which routes nothing).
-        ``routing="all"`` gives every question every expert, without keeping the bank."""
+        ``routing="all"`` gives every question every expert, without keeping the bank; `choice` is
+        `distill.routing_choice`."""
         if routing not in ("entity", "all"):
             raise ValueError(f"unknown routing {routing!r} (entity or all)")
+        if choice not in ("confidence", "newest"):
+            raise ValueError(f"unknown routing choice {choice!r} (confidence or newest)")
         path = Path(path)
         if not (path / "base").is_dir():
             model, tok = models.load(path)
@@ -159,7 +172,12 @@ class RoutedModel:
         merged = bank.merged().eval()
         if routing == "all" or not bank.active:
             return cls(merged), tok
-        return cls(merged, Router.from_state(state), bank), tok
+        return cls(merged, Router.from_state(state), bank, choice), tok
+
+    @classmethod
+    def from_config(cls, path: Path, cfg) -> tuple[RoutedModel, PreTrainedTokenizerBase]:
+        """`load` as `cfg.distill` (`routing`, `routing_choice`) says."""
+        return cls.load(path, cfg.distill.routing, cfg.distill.routing_choice)
 
     @property
     def routes(self) -> bool:
@@ -179,15 +197,29 @@ class RoutedModel:
 def routed_accuracy(
     answerer: RoutedModel, tokenizer: PreTrainedTokenizerBase, questions: Sequence[Question], **kwargs
 ) -> tuple[float, list[bool]]:
-    """`evaluate.accuracy` with each question answered by its route's experts (routed by the question
-    alone: documents in a prompt do not change the route). Same return: the fraction right, per-question hits."""
+    """`evaluate.accuracy` with each question answered through its routes (routed by the question alone:
+    documents in a prompt do not change the route). With ``choice="confidence"`` a question with several
+    candidate routes gets the answer that its route gives with the highest mean token log-probability;
+    with ``"newest"`` the newest route answers. Same return: the fraction right, per-question hits."""
     if not questions:
         return float("nan"), []
     if not answerer.routes:
         return accuracy(answerer.all, tokenizer, questions, **kwargs)
-    hits = [False] * len(questions)
-    for route, idx in answerer.router.groups([q.question for q in questions]).items():
-        _, got = accuracy(answerer.model(route), tokenizer, [questions[i] for i in idx], **kwargs)
-        for i, hit in zip(idx, got):
-            hits[i] = hit
+    router = answerer.router
+    if answerer.choice == "newest":
+        hits = [False] * len(questions)
+        for route, idx in router.groups([q.question for q in questions]).items():
+            _, got = accuracy(answerer.model(route), tokenizer, [questions[i] for i in idx], **kwargs)
+            for i, hit in zip(idx, got):
+                hits[i] = hit
+        return sum(hits) / len(hits), hits
+    cands = [router.candidates(q.question) for q in questions]
+    best: list[tuple[float, str]] = [(float("-inf"), "")] * len(questions)
+    for route in dict.fromkeys(r for c in cands for r in c):
+        idx = [i for i, c in enumerate(cands) if route in c]
+        scored = scored_answers(answerer.model(route), tokenizer, [questions[i] for i in idx], **kwargs)
+        for i, (text, score) in zip(idx, scored):
+            if score > best[i][0] or not best[i][1]:
+                best[i] = (score, text)
+    hits = [is_correct(text, q.answer, q.aliases) for (_, text), q in zip(best, questions)]
     return sum(hits) / len(hits), hits

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from sleepcycle.evaluate import Question, answers, is_correct
+from sleepcycle.evaluate import Question, answers, is_correct, scored_answers
 from sleepcycle.experts import ExpertBank, load_checkpoint, save_checkpoint
+from sleepcycle.generate import HFGenerator
 from sleepcycle.routing import RoutedModel, Router, entity_keys, routed_accuracy
 from sleepcycle.world import QA_PROMPT
 from unit.helpers import batch, micro_model
@@ -43,6 +44,10 @@ def test_route_is_the_prefix_up_to_the_newest_expert_that_named_it():
     assert r.route(QA_PROMPT.format(q="Where does Skilhou Pasto live?")) is None  # the newest: every expert
     assert r.route(QA_PROMPT.format(q="Where does Nobody Known live?")) is None
     assert r.route("Doud Todraks and Jouvo Vefla Trasdo") is None  # a longer name is another entity
+    # the candidates, oldest first: every prefix that ends at an expert the prompt names
+    assert r.candidates("Who taught Jouvo Vefla?") == [("e00",), ("e00", "e01")]
+    assert r.candidates("Did Jouvo Vefla meet Skilhou Pasto?") == [("e00",), ("e00", "e01"), None]
+    assert r.candidates("Hello there.") == [None]
     groups = r.groups(["Who is Doud Todrak?", "Hello there.", "Who taught Doud Todrak?"])
     assert groups == {("e00", "e01"): [0, 2], None: [1]}
 
@@ -59,6 +64,7 @@ def test_after_a_deep_sleep_the_merged_experts_keys_route_to_the_base_alone():
     assert r.experts == (("e00", frozenset({"Skilhou Pasto", "Mira Dost"})), ("e01", frozenset({"Tane Oru"})))
     assert r.base == {"Jouvo Vefla", "Doud Todrak", "Skilhou Pasto"}
     assert r.route("Who is Doud Todrak?") == []  # merged: the base as it stood, without the newer experts
+    assert r.candidates("Where does Skilhou Pasto live?") == [(), ("e00",)]
     assert r.route("Where does Skilhou Pasto live?") == ["e00"]  # named again since: up to that expert
     assert r.route("Where does Mira Dost live?") == ["e00"]
     assert r.route("Where does Tane Oru live?") is None
@@ -84,7 +90,7 @@ def _two_expert_checkpoint(path):
 
 def test_a_routed_checkpoint_answers_each_question_with_the_experts_of_its_route(tmp_path):
     tok = _two_expert_checkpoint(tmp_path / "ckpt")
-    answerer, _ = RoutedModel.load(tmp_path / "ckpt")
+    answerer, _ = RoutedModel.load(tmp_path / "ckpt", choice="newest")
     bank, _, _ = load_checkpoint(tmp_path / "ckpt")
     with bank.using(["e00"]):
         first_only = bank.merged().eval()
@@ -118,3 +124,36 @@ def test_a_routed_checkpoint_answers_each_question_with_the_experts_of_its_route
     assert routed_accuracy(flat, tok, qs)[1] == [is_correct(p, q.answer) for p, q in zip(flat_preds, qs)]
     with pytest.raises(ValueError, match="unknown routing"):
         RoutedModel.load(tmp_path / "ckpt", routing="subject")
+    with pytest.raises(ValueError, match="unknown routing choice"):
+        RoutedModel.load(tmp_path / "ckpt", choice="vote")
+
+
+def test_scored_answers_are_the_greedy_answers_with_their_mean_token_log_probability():
+    model, tok = micro_model()
+    qs = [Question("Where does Ada Velm live?", ""), Question("Who is Bo Tarsk?", "")]
+    scored = scored_answers(model, tok, qs, max_new_tokens=6)
+    assert [t for t, _ in scored] == answers(model, tok, qs, max_new_tokens=6)
+    prompt = tok(QA_PROMPT.format(q=qs[1].question), add_special_tokens=False)["input_ids"]
+    out = tok(scored[1][0], add_special_tokens=False)["input_ids"]
+    gen = HFGenerator(tok.eos_token_id, tok.pad_token_id).sample(model, [prompt], 6, 0.0, None)[0]
+    gen = list(gen)[: list(gen).index(tok.eos_token_id) + 1] if tok.eos_token_id in gen else list(gen)
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([prompt + gen])).logits[0].float(), -1)
+    expected = sum(float(logp[len(prompt) - 1 + k, t]) for k, t in enumerate(gen)) / len(gen)
+    assert out and scored[1][1] == pytest.approx(expected, abs=1e-4) and expected < 0
+
+
+def test_with_confidence_a_question_gets_the_answer_its_most_confident_candidate_gives(tmp_path):
+    tok = _two_expert_checkpoint(tmp_path / "ckpt")
+    answerer, _ = RoutedModel.load(tmp_path / "ckpt")  # choice="confidence", the default
+    both = [Question(q, "") for q in ("Did Ada Velm meet Bo Tarsk?", "Is Bo Tarsk older than Ada Velm?")]
+    assert all(answerer.router.candidates(q.question) == [("e00",), None] for q in both)
+    first, every = scored_answers(answerer.model(["e00"]), tok, both), scored_answers(answerer.all, tok, both)
+    expected = [max(a, b, key=lambda x: x[1])[0] for a, b in zip(first, every)]
+    assert [a[0] for a in first] != [b[0] for b in every], "the candidates answer differently"
+    qs = [Question(q.question, e) for q, e in zip(both, expected)]
+    assert routed_accuracy(answerer, tok, qs) == (1.0, [True, True])
+    # a question with one candidate is answered by it, confidence or not
+    asked = "Where does Ada Velm live?"
+    only = Question(asked, answers(answerer.model(["e00"]), tok, [Question(asked, "")])[0])
+    assert routed_accuracy(answerer, tok, [only])[1] == [True]

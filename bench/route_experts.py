@@ -1,6 +1,7 @@
 """Expert routing (`sleepcycle.routing`) re-read on the checkpoints a finished bench run left behind.
 
     .venv/bin/python bench/route_experts.py RUN.json [--workdir DIR] [--modes all newest confidence] --json OUT
+    .venv/bin/python bench/route_experts.py --summarise OUT... [--md TABLE.md]   # mean ± sd per method and mode
 
 For every cycle's checkpoint of the run (`cycle-i/dreamed`, or `seeded` without Dreaming) it scores every
 day's probes once per routing mode and gives each mode's full accuracy matrices and metrics, read against
@@ -36,13 +37,57 @@ def answerer_at(checkpoint: Path, world: World) -> tuple[RoutedModel, object]:
     return RoutedModel(bank.merged().eval(), Router.from_state(state), bank), tok
 
 
+SUMMARY = ("ACC", "BWT", "acquisition_vs_ceiling", "heldout_ACC", "multihop_ACC", "base_retention")
+
+
+def summarise(paths: list[Path]) -> str:
+    """Mean ± sd over seeds of each method and mode, and each mode's paired difference from ``all``."""
+    import statistics
+
+    by: dict[tuple[str, str], list[dict]] = {}
+    for p in paths:
+        out = json.loads(p.read_text())
+        for mode, v in out["modes"].items():
+            by.setdefault((out["method"], mode), []).append({**v["metrics"], "seed": out["seed"]})
+
+    def cell(xs: list[float]) -> str:
+        return f"{statistics.fmean(xs):.3f} ± {statistics.stdev(xs):.3f}" if len(xs) > 1 else f"{xs[0]:.3f}"
+
+    lines = ["| method | routing | seeds | " + " | ".join(SUMMARY) + " |", "|" + "---|" * (len(SUMMARY) + 3)]
+    for (method, mode), runs in by.items():
+        seeds = " ".join(str(r["seed"]) for r in runs)
+        lines.append(
+            f"| {method} | {mode} | {seeds} | " + " | ".join(cell([r[k] for r in runs]) for k in SUMMARY) + " |"
+        )
+    lines += ["", "Paired with `all` on the same weights (mean ± sd over seeds):", ""]
+    lines += ["| method | routing | " + " | ".join(SUMMARY) + " |", "|" + "---|" * (len(SUMMARY) + 2)]
+    for (method, mode), runs in by.items():
+        base = {r["seed"]: r for r in by.get((method, "all"), [])}
+        pairs = [(r, base[r["seed"]]) for r in runs if r["seed"] in base]
+        if mode == "all" or not pairs:
+            continue
+        diffs = [cell([a[k] - b[k] for a, b in pairs]) for k in SUMMARY]
+        lines.append(f"| {method} | {mode} − all | " + " | ".join(diffs) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run", type=Path, help="the bench run's JSON")
+    ap.add_argument("run", type=Path, nargs="?", help="the bench run's JSON")
+    ap.add_argument("--summarise", nargs="+", type=Path, metavar="OUT", help="tabulate earlier --json outputs")
+    ap.add_argument("--md", type=Path, help="with --summarise: write the table here too")
     ap.add_argument("--workdir", type=Path, help="its checkpoints (default /tmp/sleepcycle-bench-METHOD-SEED)")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
+    if a.summarise:
+        table = summarise(a.summarise)
+        print(table, end="")
+        if a.md:
+            a.md.write_text(table)
+        return {"table": table}
+    if a.run is None:
+        ap.error("a bench run's JSON, or --summarise")
     run = json.loads(a.run.read_text())
     cfg = Config(**run["config"])
     days, world = run["days"], World(cfg.world)

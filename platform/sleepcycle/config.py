@@ -116,11 +116,14 @@ class DistillConfig(Strict):
     every active expert), or ``entity``: the experts up to the newest one whose snapshot named an entity the
     question names (every expert when it names none). Evaluation, the gate and the demo answer through it;
     training, teachers, the in-context ceilings, LM loss and KL drift use every expert either way. Not in
-    the paper; the bench reports both rows (`matrices["all_experts"]`, bench/README.md)."""
+    the paper; the bench reports both rows (`matrices["all_experts"]`). sleep-nodream, seeds 0-4, same
+    weights: all ACC 0.523 BWT -0.311; entity (confidence) 0.745 / -0.020 (bench/README.md, stop 24)."""
     routing_choice: Literal["confidence", "newest"] = "confidence"
     """[ours] With routing=entity, a question that names entities several experts learnt about has several
     candidate prefixes: ``newest`` answers with the newest, ``confidence`` asks each and keeps the answer
-    given with the highest mean token log-probability (one more forward pass per candidate)."""
+    given with the highest mean token log-probability (one more forward pass per candidate). sleep-nodream,
+    seeds 0-4: newest ACC 0.712 BWT -0.076 acquisition 0.801 of the ceiling; confidence 0.745 / -0.020 /
+    0.789 (an older prefix sometimes answers the newest day's question about an earlier person)."""
     steps: int = 300
     """Upper bound; the per-day token budget (train.tokens_per_day) usually stops it first. The lr's cosine
     runs over these steps, so a budget that stops at ~165 ends at about half the rate: scheduled to reach

@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--summarise", nargs="+", type=Path, metavar="OUT", help="tabulate earlier --json outputs")
     ap.add_argument("--md", type=Path, help="with --summarise: write the table here too")
     ap.add_argument("--workdir", type=Path, help="its checkpoints (default /tmp/sleepcycle-bench-METHOD-SEED)")
-    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    ap.add_argument(
+        "--modes", nargs="+", default=list(MODES), help=f"{' '.join(MODES)}; confidence@M: routing_margin M"
+    )
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
     if a.summarise:
@@ -88,6 +90,9 @@ def main(argv: list[str] | None = None) -> dict:
         return {"table": table}
     if a.run is None:
         ap.error("a bench run's JSON, or --summarise")
+    for mode in a.modes:
+        if mode.partition("@")[0] not in MODES:
+            ap.error(f"unknown mode {mode!r}")
     run = json.loads(a.run.read_text())
     cfg = Config(**run["config"])
     days, world = run["days"], World(cfg.world)
@@ -101,7 +106,9 @@ def main(argv: list[str] | None = None) -> dict:
         answerer, tok = answerer_at(ckpt, world)
         flat = RoutedModel(answerer.all)
         for mode in a.modes:
-            answerer.choice = mode if mode != "all" else "newest"
+            choice, _, margin = mode.partition("@")
+            answerer.choice = choice if choice != "all" else "newest"
+            answerer.margin = float(margin or 0.0)
             row: dict[str, list[float]] = {k: [] for k in PROBE_KINDS}
             for j in range(days + 1):
                 qs = questions(world, j, as_of=i, limit=cfg.eval.probes_per_day)

@@ -124,6 +124,9 @@ class DistillConfig(Strict):
     given with the highest mean token log-probability (one more forward pass per candidate). sleep-nodream,
     seeds 0-4: newest ACC 0.712 BWT -0.076 acquisition 0.801 of the ceiling; confidence 0.745 / -0.020 /
     0.789 (an older prefix sometimes answers the newest day's question about an earlier person)."""
+    routing_margin: float = 0.0
+    """[ours] With routing_choice=confidence: an older candidate answers instead of a newer one only when its
+    mean token log-probability is higher by more than this (nats a token); 0 takes the most confident."""
     steps: int = 300
     """Upper bound; the per-day token budget (train.tokens_per_day) usually stops it first. The lr's cosine
     runs over these steps, so a budget that stops at ~165 ends at about half the rate: scheduled to reach

@@ -151,6 +151,9 @@ class RoutedModel:
     bank: ExpertBank | None = None
     choice: str = "confidence"
     """Among a question's candidate routes: the answer its route is most confident in, or the newest route."""
+    margin: float = 0.0
+    """With confidence: how much surer (mean log-probability, nats a token) an older route must be to
+    answer instead of a newer one."""
     _merged: dict[tuple[str, ...], PreTrainedModel] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -177,7 +180,9 @@ class RoutedModel:
     @classmethod
     def from_config(cls, path: Path, cfg) -> tuple[RoutedModel, PreTrainedTokenizerBase]:
         """`load` as `cfg.distill` (`routing`, `routing_choice`) says."""
-        return cls.load(path, cfg.distill.routing, cfg.distill.routing_choice)
+        answerer, tok = cls.load(path, cfg.distill.routing, cfg.distill.routing_choice)
+        answerer.margin = cfg.distill.routing_margin
+        return answerer, tok
 
     @property
     def routes(self) -> bool:
@@ -214,12 +219,17 @@ def routed_accuracy(
                 hits[i] = hit
         return sum(hits) / len(hits), hits
     cands = [router.candidates(q.question) for q in questions]
-    best: list[tuple[float, str]] = [(float("-inf"), "")] * len(questions)
+    scored: dict[tuple[int, tuple[str, ...] | None], tuple[str, float]] = {}
     for route in dict.fromkeys(r for c in cands for r in c):
         idx = [i for i, c in enumerate(cands) if route in c]
-        scored = scored_answers(answerer.model(route), tokenizer, [questions[i] for i in idx], **kwargs)
-        for i, (text, score) in zip(idx, scored):
-            if score > best[i][0] or not best[i][1]:
-                best[i] = (score, text)
-    hits = [is_correct(text, q.answer, q.aliases) for (_, text), q in zip(best, questions)]
+        got = scored_answers(answerer.model(route), tokenizer, [questions[i] for i in idx], **kwargs)
+        scored.update(((i, route), answer) for i, answer in zip(idx, got))
+    hits = []
+    for i, q in enumerate(questions):
+        text, score = scored[i, cands[i][-1]]  # the newest candidate, unless an older one is surer by the margin
+        for route in reversed(cands[i][:-1]):
+            older, older_score = scored[i, route]
+            if older_score > score + answerer.margin or not text:
+                text, score = older, older_score
+        hits.append(is_correct(text, q.answer, q.aliases))
     return sum(hits) / len(hits), hits

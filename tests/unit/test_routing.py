@@ -153,6 +153,11 @@ def test_with_confidence_a_question_gets_the_answer_its_most_confident_candidate
     assert [a[0] for a in first] != [b[0] for b in every], "the candidates answer differently"
     qs = [Question(q.question, e) for q, e in zip(both, expected)]
     assert routed_accuracy(answerer, tok, qs) == (1.0, [True, True])
+    # with a margin no older route clears, the newest candidate answers (every expert, here)
+    answerer.margin = float("inf")
+    newest = [Question(q.question, text) for q, (text, _) in zip(both, every)]
+    assert all(text for text, _ in every) and routed_accuracy(answerer, tok, newest) == (1.0, [True, True])
+    answerer.margin = 0.0
     # a question with one candidate is answered by it, confidence or not
     asked = "Where does Ada Velm live?"
     only = Question(asked, answers(answerer.model(["e00"]), tok, [Question(asked, "")])[0])

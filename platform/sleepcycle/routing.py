@@ -34,7 +34,7 @@ from pathlib import Path
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sleepcycle import models
-from sleepcycle.evaluate import Question, accuracy, is_correct, scored_answers
+from sleepcycle.evaluate import Question, accuracy, answers, is_correct, scored_answers
 from sleepcycle.experts import ExpertBank, load_checkpoint
 
 NAME_RUN = re.compile(r"\b[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*")
@@ -123,14 +123,6 @@ class Router:
         newest = self.candidates(prompt)[-1]
         return None if newest is None else list(newest)
 
-    def groups(self, prompts: Sequence[str]) -> dict[tuple[str, ...] | None, list[int]]:
-        """Prompt indices by route (None: every expert), in first-seen order."""
-        out: dict[tuple[str, ...] | None, list[int]] = {}
-        for i, p in enumerate(prompts):
-            r = self.route(p)
-            out.setdefault(None if r is None else tuple(r), []).append(i)
-        return out
-
 
 def _names(prompt: str, named: set[str], key: str) -> bool:
     """Whether `prompt` names `key`: as one of its own entity runs, or inside a longer run ("Jouvo Vefla"
@@ -210,25 +202,23 @@ def routed_accuracy(
         return float("nan"), []
     if not answerer.routes:
         return accuracy(answerer.all, tokenizer, questions, **kwargs)
-    router = answerer.router
+    cands = [answerer.router.candidates(q.question) for q in questions]
     if answerer.choice == "newest":
-        hits = [False] * len(questions)
-        for route, idx in router.groups([q.question for q in questions]).items():
-            _, got = accuracy(answerer.model(route), tokenizer, [questions[i] for i in idx], **kwargs)
-            for i, hit in zip(idx, got):
-                hits[i] = hit
-        return sum(hits) / len(hits), hits
-    cands = [router.candidates(q.question) for q in questions]
-    scored: dict[tuple[int, tuple[str, ...] | None], tuple[str, float]] = {}
+        cands = [c[-1:] for c in cands]
+    answered: dict[tuple[int, tuple[str, ...] | None], tuple[str, float]] = {}
     for route in dict.fromkeys(r for c in cands for r in c):
         idx = [i for i, c in enumerate(cands) if route in c]
-        got = scored_answers(answerer.model(route), tokenizer, [questions[i] for i in idx], **kwargs)
-        scored.update(((i, route), answer) for i, answer in zip(idx, got))
+        asked, model = [questions[i] for i in idx], answerer.model(route)
+        if any(len(cands[i]) > 1 for i in idx):
+            got = scored_answers(model, tokenizer, asked, **kwargs)
+        else:  # no question here has another candidate to weigh: the answer alone
+            got = [(text, 0.0) for text in answers(model, tokenizer, asked, **kwargs)]
+        answered.update(((i, route), answer) for i, answer in zip(idx, got))
     hits = []
     for i, q in enumerate(questions):
-        text, score = scored[i, cands[i][-1]]  # the newest candidate, unless an older one is surer by the margin
+        text, score = answered[i, cands[i][-1]]  # the newest candidate, unless an older one is surer by the margin
         for route in reversed(cands[i][:-1]):
-            older, older_score = scored[i, route]
+            older, older_score = answered[i, route]
             if older_score > score + answerer.margin or not text:
                 text, score = older, older_score
         hits.append(is_correct(text, q.answer, q.aliases))

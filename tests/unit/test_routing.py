@@ -48,8 +48,6 @@ def test_route_is_the_prefix_up_to_the_newest_expert_that_named_it():
     assert r.candidates("Who taught Jouvo Vefla?") == [("e00",), ("e00", "e01")]
     assert r.candidates("Did Jouvo Vefla meet Skilhou Pasto?") == [("e00",), ("e00", "e01"), None]
     assert r.candidates("Hello there.") == [None]
-    groups = r.groups(["Who is Doud Todrak?", "Hello there.", "Who taught Doud Todrak?"])
-    assert groups == {("e00", "e01"): [0, 2], None: [1]}
 
 
 def test_after_a_deep_sleep_the_merged_experts_keys_route_to_the_base_alone():

@@ -34,6 +34,8 @@ def answerer_at(checkpoint: Path, world: World) -> tuple[RoutedModel, object]:
     for h in state.get("history", []):
         if "keys" not in h:  # written before the cycles stored them
             h["keys"] = entity_keys([d.text for d in world.documents(h["cycle"])])
+    if "base_keys" not in state:  # a base pretrained before pretraining stored them
+        state["base_keys"] = entity_keys([d.text for d in world.base_documents(1)])
     return RoutedModel(bank.merged().eval(), Router.from_state(state), bank), tok
 
 

@@ -49,7 +49,7 @@ NOTES = {
     "sleep-nodream-lti": "no Learning to Imitate",
     "sleep-nodream-expansion": "full fine-tune at distill.full_lr, no expert",
     "sleep-nodream-fast": "fast weights instead of documents in the teacher's prompt",
-    "sleep-nodream-anchor": "no activation anchor (distill.anchor=0)",
+    "sleep-nodream-anchor": "the activation anchor on (distill.anchor=20)",
     "sleep-importance": "random dream selection instead of importance",
     "sleep+random-expert": "the paper's random extra expert while dreaming (off by default)",
     "sleep-restem": "no ReST-EM rounds",

@@ -238,14 +238,16 @@ class DistillConfig(Strict):
     reads the day's documents; off, it answers replay prompts from its weights alone. [ours] off: on, the
     5-day bench fell from ACC 0.162 to 0.067 with 5x the KL drift (bench/README.md): closed-book replay
     anchors the student to the champion, in-context replay pulls it towards a different distribution."""
-    anchor: float = 20.0
+    anchor: float = 0.0
     """Weight of the activation anchor (`sleepcycle.anchor`): a penalty on how much the new expert changes
     each expert-bearing projection's output on the inputs of the texts earlier cycles trained on, relative
     to the projection's own output there. The checkpoint keeps one input second-moment matrix per
-    projection (no text). 0 = off (the moments are still collected). [ours] 20: on the 5-day bench
-    (seed 0) ACC 0.339 and BWT -0.203 against 0.308 and -0.335 without it, acquisition 0.50 against 0.58;
-    50, 100 and 200 forget less (BWT -0.19, -0.15, -0.13) but learn less (ACC 0.325, 0.300, 0.254;
-    bench/README.md)."""
+    projection (no text). 0 = off (the moments are still collected, and the penalty is still logged).
+    [ours] 0 since expert routing keys the base too (stop 25): routing keeps what each expert and the base
+    knew, and the anchor only holds back the new expert. Without routing, 20 was the default: on the 5-day
+    bench (seed 0) ACC 0.339 and BWT -0.203 against 0.308 and -0.335 without it, acquisition 0.50 against
+    0.58; 50, 100 and 200 forget less (BWT -0.19, -0.15, -0.13) but learn less (ACC 0.325, 0.300, 0.254;
+    bench/README.md). The ``sleep-nodream-anchor`` ablation turns it on at 20."""
     anchor_per_cycle: bool = False
     """[ours] Count the anchor once per earlier cycle (its average over them times their number) instead of
     once for their average, in Seeding and in Dreaming's consolidation. The average gives each earlier day

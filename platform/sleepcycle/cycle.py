@@ -158,7 +158,7 @@ SLEEP_METHODS: dict[str, list[str]] = {
     "sleep-nodream-expansion": ["dream.enabled=false", "distill.expansion=full"],
     "sleep-nodream-replay": ["dream.enabled=false", "distill.replay=false"],
     "sleep-nodream-fast": ["dream.enabled=false", "distill.memory=fast_weights"],
-    "sleep-nodream-anchor": ["dream.enabled=false", "distill.anchor=0"],
+    "sleep-nodream-anchor": ["dream.enabled=false", "distill.anchor=20"],
     "sleep-importance": ["dream.importance=random"],
     "sleep+random-expert": ["dream.random_expert=true"],
     "sleep-restem": ["dream.restem_rounds=0"],

@@ -15,11 +15,15 @@ questions on day-0 people. A run is cached under ``$SLEEPCYCLE_HOME/pretrained/<
 world, model and pretraining config and `CORPUS_VERSION`. With ``model.path`` set (the ``gpu`` profile) nothing
 is trained: the given model's files become the base checkpoint (`import_base`).
 
+Beside the weights the checkpoint's sleep.json holds ``base_keys``, the entities the day-0 bios name: what
+`sleepcycle.routing` lets the base alone answer (`key_base`).
+
     sleepcycle pretrain --config default
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -30,7 +34,9 @@ import torch
 
 from sleepcycle import models
 from sleepcycle.config import Config
+from sleepcycle.experts import SLEEP_JSON
 from sleepcycle.manifests import Manifest
+from sleepcycle.routing import entity_keys
 from sleepcycle.trainer import Example, Log, noop, train
 from sleepcycle.world import (
     DOC_PREFIX,
@@ -207,6 +213,8 @@ def pretrain(cfg: Config, workdir: Path | None = None, log: Log = noop, force: b
     if not force and (out / "manifest.json").exists():
         manifest = Manifest.read(out)
         manifest.verify(out)
+        if not cfg.model.path and not (out / SLEEP_JSON).exists():  # cached before bases were keyed
+            manifest = key_base(out, World(cfg.world), manifest)
         return manifest.model_copy(update={"uri": str(out)})  # where it is now (a cache can be moved)
     if cfg.model.path:
         return import_base(cfg, out, key)
@@ -235,6 +243,7 @@ def pretrain(cfg: Config, workdir: Path | None = None, log: Log = noop, force: b
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     models.save(model, tokenizer, tmp)
+    write_base_keys(tmp, world)
     manifest = Manifest.of_directory(
         tmp,
         "checkpoint",
@@ -249,6 +258,21 @@ def pretrain(cfg: Config, workdir: Path | None = None, log: Log = noop, force: b
     )
     manifest = manifest.publish(tmp, out)
     return manifest
+
+
+def write_base_keys(directory: Path, world: World) -> None:
+    """The checkpoint's sleep.json with no experts and the entities of the day-0 bios as ``base_keys``."""
+    keys = entity_keys([d.text for d in world.base_documents(1)])
+    (Path(directory) / SLEEP_JSON).write_text(json.dumps({"active": [], "cycle": 0, "base_keys": keys}, indent=2))
+
+
+def key_base(out: Path, world: World, manifest: Manifest) -> Manifest:
+    """Add ``base_keys`` to a base cached before pretraining wrote them, in place: the weights are those
+    of the same config, so the cache entry stays; only its manifest gains the new file."""
+    write_base_keys(out, world)
+    keyed = Manifest.of_directory(out, "checkpoint", name=manifest.name, metrics=manifest.metrics, meta=manifest.meta)
+    keyed.write(out)
+    return keyed
 
 
 _PICKLED = (".bin", ".pth", ".pt")

@@ -17,11 +17,15 @@ gets every expert, as without routing. Facts stay in the weights; the keys only 
     answerer, tok = RoutedModel.from_config(checkpoint, cfg)   # what evaluation and the gate use
     acc, hits = routed_accuracy(answerer, tok, questions)
 
-A deep sleep merges the level's experts into the base; their keys then key the base, and a prompt that
-names only those gets the base without the newer experts. What it does not cover (docs/method.md):
-knowledge not tied to a named entity (it always gets every expert), entities a writer spells differently
-from the snapshot, and the merged level itself, which answers its own entities with all of its experts at
-once (a deep sleep that kept the prefixes would have to distil the routed level into the base).
+The base is keyed the same way: by the entities its pretraining corpus named (``base_keys``, which
+`sleepcycle.pretrain` writes beside the weights), and after a deep sleep also by the keys of the experts
+merged into it. A prompt that names a base key has the base alone, without the level's experts, among its
+candidates (the only one when it names no expert's key).
+
+What it does not cover (docs/method.md): knowledge not tied to a named entity (it always gets every
+expert), entities a writer spells differently from the snapshot, and the merged level itself, which
+answers its own entities with all of its experts at once (a deep sleep that kept the prefixes would have
+to distil the routed level into the base).
 """
 
 from __future__ import annotations
@@ -84,18 +88,20 @@ class Router:
 
     experts: tuple[tuple[str, frozenset[str]], ...]
     base: frozenset[str] = frozenset()
-    """The keys of experts a deep sleep merged into the base: the base alone answers them, as it stood
-    when it took them in (the base is the merged level, the prefix of every expert of its time)."""
+    """What the base alone may answer, as it stood before any of the level's experts: the entities its
+    pretraining corpus named (``base_keys`` in sleep.json, written by `sleepcycle.pretrain`) and the keys
+    of experts a deep sleep merged into it (the base is the merged level, the prefix of every expert of
+    its time)."""
 
     @classmethod
     def from_state(cls, state: dict) -> Router:
         """From a checkpoint's sleep.json: the active slots, keyed by the newest history entry of each
         slot since the last deep sleep (a slot reused after a deep sleep holds a new expert); the entries
-        before it key the base."""
+        before it, and the ``base_keys`` of the pretraining corpus, key the base."""
         active = list(state.get("active", []))
         last_deep = max((d.get("cycle", 0) for d in state.get("deep_sleeps", [])), default=-1)
         keys: dict[str, frozenset[str]] = {}
-        base: set[str] = set()
+        base: set[str] = set(state.get("base_keys", ()))
         for h in state.get("history", []):
             if h.get("expert") in active and h.get("cycle", 0) >= last_deep:
                 keys[h["expert"]] = frozenset(h.get("keys", ()))

@@ -71,6 +71,19 @@ def test_after_a_deep_sleep_the_merged_experts_keys_route_to_the_base_alone():
     assert Router((), frozenset({"Doud Todrak"})).route("Who is Doud Todrak?") is None
 
 
+def test_the_pretraining_corpus_keys_the_base():
+    state = {**_state(), "base_keys": ["Doud Todrak", "Old Maren"]}
+    r = Router.from_state(state)
+    assert r.base == {"Doud Todrak", "Old Maren"}
+    assert r.candidates("Where does Old Maren live?") == [()]  # named by no expert: the base alone
+    assert r.candidates("Where does Doud Todrak live?") == [(), ("e00", "e01")]  # learnt more about since
+    assert r.candidates("Where does Skilhou Pasto live?") == [None]
+    assert r.candidates("Hello there.") == [None]
+    # a deep sleep adds the merged experts' keys to the corpus's
+    deep = {**state, "deep_sleeps": [{"cycle": 4, "merged": ["e00", "e01", "e02"]}], "active": []}
+    assert Router.from_state(deep).base == {"Doud Todrak", "Old Maren", "Jouvo Vefla", "Skilhou Pasto"}
+
+
 def _two_expert_checkpoint(path):
     """A micro checkpoint with experts e00 (keyed "Ada Velm") and e01 (keyed "Bo Tarsk"), both non-zero."""
     model, tok = micro_model()

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from sleepcycle.anchor import Anchor
 from sleepcycle.config import load_config
-from sleepcycle.experts import load_checkpoint, load_for_inference
+from sleepcycle.experts import load_checkpoint, load_for_inference, read_state
 from sleepcycle.manifests import Manifest
 from sleepcycle.pretrain import pretrain
 from sleepcycle.routing import Router, entity_keys
@@ -37,6 +37,22 @@ def tiny(tmp_path_factory):
     cfg = load_config("tiny")
     champion = pretrain(cfg, workdir=home / "pretrained")
     return cfg, champion, home
+
+
+def test_the_base_carries_the_entities_of_its_pretraining_corpus(tiny, tmp_path):
+    cfg, champion, _ = tiny
+    world = World(cfg.world)
+    keys = read_state(Path(champion.uri))["base_keys"]
+    assert set(world.base_people) <= set(keys) and "sleep.json" in champion.files
+    assert not set(keys) & {p for p in world.people if p not in world.base_people}, "no later person"
+    # a base cached before pretraining wrote them gains them in place, and its manifest still verifies
+    old = tmp_path / "old"
+    shutil.copytree(champion.uri, old)
+    (old / "sleep.json").unlink()
+    Manifest.of_directory(old, "checkpoint", name=champion.name, metrics=champion.metrics).write(old)
+    again = pretrain(cfg, workdir=old)
+    again.verify(old)
+    assert read_state(old)["base_keys"] == keys and again.files == champion.files
 
 
 def _snapshot(cfg, root, day=1, canary=True):

@@ -1,12 +1,14 @@
 """Expert routing (`sleepcycle.routing`) re-read on the checkpoints a finished bench run left behind.
 
     .venv/bin/python bench/route_experts.py RUN.json [--workdir DIR] [--modes all newest confidence] --json OUT
+    .venv/bin/python bench/route_experts.py RUN.json --modes confidence confidence/subjects --json OUT
     .venv/bin/python bench/route_experts.py --summarise OUT... [--md TABLE.md]   # mean ± sd per method and mode
 
 For every cycle's checkpoint of the run (`cycle-i/dreamed`, or `seeded` without Dreaming) it scores every
 day's probes once per routing mode and gives each mode's full accuracy matrices and metrics, read against
 the run's own in-context ceilings: ``all`` (every expert, the paper), ``newest`` (`distill.routing_choice`
-newest) and ``confidence``. Nothing is trained, so the modes differ only in who answers: the paired
+newest) and ``confidence``, each optionally ``/subjects`` (`distill.routing_keys`) or ``@M`` (a
+`distill.routing_margin`). Nothing is trained, so the modes differ only in who answers: the paired
 comparison of routing choices on the same weights. Checkpoints written before the cycles stored their
 routing keys (stop 23) are keyed with each day's documents, which is what a cycle now stores.
 """
@@ -23,20 +25,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 from sleepcycle.bench import PROBE_KINDS, _accuracy_metrics, questions  # noqa: E402
 from sleepcycle.config import Config  # noqa: E402
 from sleepcycle.experts import load_checkpoint  # noqa: E402
-from sleepcycle.routing import RoutedModel, Router, entity_keys, routed_accuracy  # noqa: E402
+from sleepcycle.routing import RoutedModel, Router, entity_keys, routed_accuracy, subject_keys  # noqa: E402
 from sleepcycle.world import World  # noqa: E402
 
 MODES = ("all", "newest", "confidence")
+KEYS = ("names", "subjects")
 
 
-def answerer_at(checkpoint: Path, world: World) -> tuple[RoutedModel, object]:
+def answerer_at(checkpoint: Path, world: World, keys: str = "names") -> tuple[RoutedModel, object]:
+    """The checkpoint's routed answerer; keys a checkpoint written before the cycles (or pretraining)
+    stored them would have, from the world's documents of each cycle (of day 0)."""
     bank, tok, state = load_checkpoint(checkpoint)
     for h in state.get("history", []):
-        if "keys" not in h:  # written before the cycles stored them
-            h["keys"] = entity_keys([d.text for d in world.documents(h["cycle"])])
-    if "base_keys" not in state:  # a base pretrained before pretraining stored them
-        state["base_keys"] = entity_keys([d.text for d in world.base_documents(1)])
-    return RoutedModel(bank.merged().eval(), Router.from_state(state), bank), tok
+        texts = [d.text for d in world.documents(h["cycle"])]
+        h.setdefault("keys", entity_keys(texts))
+        h.setdefault("subjects", subject_keys(texts))
+    base = [d.text for d in world.base_documents(1)]
+    state.setdefault("base_keys", entity_keys(base))
+    state.setdefault("base_subjects", subject_keys(base))
+    answerer = RoutedModel(bank.merged().eval(), Router.from_state(state, keys), bank)
+    answerer.state = state  # the keyed state, for the other `keys` modes
+    return answerer, tok
 
 
 SUMMARY = ("ACC", "BWT", "acquisition_vs_ceiling", "heldout_ACC", "multihop_ACC", "base_retention")
@@ -80,7 +89,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--md", type=Path, help="with --summarise: write the table here too")
     ap.add_argument("--workdir", type=Path, help="its checkpoints (default /tmp/sleepcycle-bench-METHOD-SEED)")
     ap.add_argument(
-        "--modes", nargs="+", default=list(MODES), help=f"{' '.join(MODES)}; confidence@M: routing_margin M"
+        "--modes",
+        nargs="+",
+        default=list(MODES),
+        help=f"{' '.join(MODES)}; confidence@M: routing_margin M; MODE/subjects: distill.routing_keys subjects",
     )
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
@@ -93,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
     if a.run is None:
         ap.error("a bench run's JSON, or --summarise")
     for mode in a.modes:
-        if mode.partition("@")[0] not in MODES:
+        if mode.partition("/")[0].partition("@")[0] not in MODES or mode.partition("/")[2] not in ("", *KEYS):
             ap.error(f"unknown mode {mode!r}")
     run = json.loads(a.run.read_text())
     cfg = Config(**run["config"])
@@ -108,9 +120,11 @@ def main(argv: list[str] | None = None) -> dict:
         answerer, tok = answerer_at(ckpt, world)
         flat = RoutedModel(answerer.all)
         for mode in a.modes:
-            choice, _, margin = mode.partition("@")
+            mode_, _, keys = mode.partition("/")
+            choice, _, margin = mode_.partition("@")
             answerer.choice = choice if choice != "all" else "newest"
             answerer.margin = float(margin or 0.0)
+            answerer.router = Router.from_state(answerer.state, keys or "names")
             row: dict[str, list[float]] = {k: [] for k in PROBE_KINDS}
             for j in range(days + 1):
                 qs = questions(world, j, as_of=i, limit=cfg.eval.probes_per_day)

@@ -127,6 +127,10 @@ class DistillConfig(Strict):
     routing_margin: float = 0.0
     """[ours] With routing_choice=confidence: an older candidate answers instead of a newer one only when its
     mean token log-probability is higher by more than this (nats a token); 0 takes the most confident."""
+    routing_keys: Literal["names", "subjects"] = "names"
+    """[ours] What keys an expert (and the base) for routing=entity: ``names``, every entity its snapshot
+    named, or ``subjects``, the entities its documents were about (named the most times in a document:
+    a bio's person, not the mentor it names once; `routing.subject_keys`)."""
     steps: int = 300
     """Upper bound; the per-day token budget (train.tokens_per_day) usually stops it first. The lr's cosine
     runs over these steps, so a budget that stops at ~165 ends at about half the rate: scheduled to reach

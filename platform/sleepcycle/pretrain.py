@@ -34,9 +34,9 @@ import torch
 
 from sleepcycle import models
 from sleepcycle.config import Config
-from sleepcycle.experts import SLEEP_JSON
+from sleepcycle.experts import SLEEP_JSON, read_state
 from sleepcycle.manifests import Manifest
-from sleepcycle.routing import entity_keys
+from sleepcycle.routing import entity_keys, subject_keys
 from sleepcycle.trainer import Example, Log, noop, train
 from sleepcycle.world import (
     DOC_PREFIX,
@@ -213,7 +213,7 @@ def pretrain(cfg: Config, workdir: Path | None = None, log: Log = noop, force: b
     if not force and (out / "manifest.json").exists():
         manifest = Manifest.read(out)
         manifest.verify(out)
-        if not cfg.model.path and not (out / SLEEP_JSON).exists():  # cached before bases were keyed
+        if not cfg.model.path and "base_subjects" not in read_state(out):  # cached before bases were keyed
             manifest = key_base(out, World(cfg.world), manifest)
         return manifest.model_copy(update={"uri": str(out)})  # where it is now (a cache can be moved)
     if cfg.model.path:
@@ -261,14 +261,16 @@ def pretrain(cfg: Config, workdir: Path | None = None, log: Log = noop, force: b
 
 
 def write_base_keys(directory: Path, world: World) -> None:
-    """The checkpoint's sleep.json with no experts and the entities of the day-0 bios as ``base_keys``."""
-    keys = entity_keys([d.text for d in world.base_documents(1)])
-    (Path(directory) / SLEEP_JSON).write_text(json.dumps({"active": [], "cycle": 0, "base_keys": keys}, indent=2))
+    """The checkpoint's sleep.json with no experts, the entities of the day-0 bios as ``base_keys`` and the
+    people they are about as ``base_subjects`` (`routing.subject_keys`)."""
+    docs = [d.text for d in world.base_documents(1)]
+    state = {"active": [], "cycle": 0, "base_keys": entity_keys(docs), "base_subjects": subject_keys(docs)}
+    (Path(directory) / SLEEP_JSON).write_text(json.dumps(state, indent=2))
 
 
 def key_base(out: Path, world: World, manifest: Manifest) -> Manifest:
-    """Add ``base_keys`` to a base cached before pretraining wrote them, in place: the weights are those
-    of the same config, so the cache entry stays; only its manifest gains the new file."""
+    """Add ``base_keys`` and ``base_subjects`` to a base cached before pretraining wrote them, in place: the
+    weights are those of the same config, so the cache entry stays; only its manifest gains the new file."""
     write_base_keys(out, world)
     keyed = Manifest.of_directory(out, "checkpoint", name=manifest.name, metrics=manifest.metrics, meta=manifest.meta)
     keyed.write(out)

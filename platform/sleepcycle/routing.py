@@ -74,6 +74,23 @@ def entity_keys(texts: Iterable[str]) -> list[str]:
     return sorted(keys)
 
 
+def subject_keys(texts: Iterable[str]) -> list[str]:
+    """The entities that `texts` are *about*: in each text, the keys it names the most times (all of them
+    on a tie). A bio names its person in every sentence and its person's mentor once; a one-line note
+    ("Jouvo Vefla moved to Thornbury.") names both once, and both count. Sorted, distinct."""
+    out: set[str] = set()
+    for text in texts:
+        counts = {k: _count(text, k) for k in entity_keys([text])}
+        top = max(counts.values(), default=0)
+        out.update(k for k, n in counts.items() if n == top and n > 0)
+    return sorted(out)
+
+
+def _count(text: str, key: str) -> int:
+    """How often `text` names `key` (as `_names` would find it: not inside a longer name)."""
+    return len(re.findall(r"(?<![\w'-])" + re.escape(key) + r"(?![\w-]|\s+[A-Z])", text))
+
+
 _OPENERS = frozenset(
     "A An The In On At By For From With Of To And But Or As If When While After Before Since Question Answer "
     "Document Rewrite Implication Write What Which Who Whom Whose Where How Why Name Tell Describe".split()
@@ -94,20 +111,26 @@ class Router:
     its time)."""
 
     @classmethod
-    def from_state(cls, state: dict) -> Router:
+    def from_state(cls, state: dict, keys: str = "names") -> Router:
         """From a checkpoint's sleep.json: the active slots, keyed by the newest history entry of each
         slot since the last deep sleep (a slot reused after a deep sleep holds a new expert); the entries
-        before it, and the ``base_keys`` of the pretraining corpus, key the base."""
+        before it, and the ``base_keys`` of the pretraining corpus, key the base. `keys`
+        (`distill.routing_keys`): ``names``, every entity a snapshot named, or ``subjects``, the ones its
+        documents were about (`subject_keys`; entries written before they were stored fall back to names)."""
+        if keys not in ("names", "subjects"):
+            raise ValueError(f"unknown routing keys {keys!r} (names or subjects)")
+        field_, base_field = ("keys", "base_keys") if keys == "names" else ("subjects", "base_subjects")
         active = list(state.get("active", []))
         last_deep = max((d.get("cycle", 0) for d in state.get("deep_sleeps", [])), default=-1)
-        keys: dict[str, frozenset[str]] = {}
-        base: set[str] = set(state.get("base_keys", ()))
+        by_slot: dict[str, frozenset[str]] = {}
+        base: set[str] = set(state.get(base_field, state.get("base_keys", ())))
         for h in state.get("history", []):
+            named = h.get(field_, h.get("keys", ()))
             if h.get("expert") in active and h.get("cycle", 0) >= last_deep:
-                keys[h["expert"]] = frozenset(h.get("keys", ()))
+                by_slot[h["expert"]] = frozenset(named)
             elif h.get("cycle", 0) < last_deep:
-                base.update(h.get("keys", ()))
-        return cls(tuple((slot, keys.get(slot, frozenset())) for slot in active), frozenset(base))
+                base.update(named)
+        return cls(tuple((slot, by_slot.get(slot, frozenset())) for slot in active), frozenset(base))
 
     def candidates(self, prompt: str) -> list[tuple[str, ...] | None]:
         """Every route that may have learnt what `prompt` asks, oldest first: the prefix of experts up to each
@@ -156,11 +179,11 @@ class RoutedModel:
 
     @classmethod
     def load(
-        cls, path: Path, routing: str = "entity", choice: str = "confidence"
+        cls, path: Path, routing: str = "entity", choice: str = "confidence", keys: str = "names"
     ) -> tuple[RoutedModel, PreTrainedTokenizerBase]:
         """A checkpoint directory (experts beside a base, or a plain model, which routes nothing).
         ``routing="all"`` gives every question every expert, without keeping the bank; `choice` is
-        `distill.routing_choice`."""
+        `distill.routing_choice`, `keys` `distill.routing_keys`."""
         if routing not in ("entity", "all"):
             raise ValueError(f"unknown routing {routing!r} (entity or all)")
         if choice not in ("confidence", "newest"):
@@ -173,12 +196,13 @@ class RoutedModel:
         merged = bank.merged().eval()
         if routing == "all" or not bank.active:
             return cls(merged), tok
-        return cls(merged, Router.from_state(state), bank, choice), tok
+        return cls(merged, Router.from_state(state, keys), bank, choice), tok
 
     @classmethod
     def from_config(cls, path: Path, cfg) -> tuple[RoutedModel, PreTrainedTokenizerBase]:
-        """`load` as `cfg.distill` (`routing`, `routing_choice`) says."""
-        answerer, tok = cls.load(path, cfg.distill.routing, cfg.distill.routing_choice)
+        """`load` as `cfg.distill` (`routing`, `routing_choice`, `routing_keys`) says."""
+        dc = cfg.distill
+        answerer, tok = cls.load(path, dc.routing, dc.routing_choice, dc.routing_keys)
         answerer.margin = cfg.distill.routing_margin
         return answerer, tok
 

@@ -48,7 +48,7 @@ from sleepcycle.generate import Generator, HFGenerator, make_generator
 from sleepcycle.grow import check_tokenizers, grow_depth, grow_width, preflight
 from sleepcycle.manifests import Manifest
 from sleepcycle.records import write_jsonl
-from sleepcycle.routing import NAME_RUN, entity_keys
+from sleepcycle.routing import NAME_RUN, entity_keys, subject_keys
 from sleepcycle.snapshot import read_documents
 from sleepcycle.trainer import Example, Log, noop, train
 from sleepcycle.world import (
@@ -579,7 +579,13 @@ def write_candidate(
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     state["history"] = state.get("history", []) + [
-        {"cycle": state["cycle"], "snapshot": snapshot.digest, "expert": slot, "keys": entity_keys(s.docs)}
+        {
+            "cycle": state["cycle"],
+            "snapshot": snapshot.digest,
+            "expert": slot,
+            "keys": entity_keys(s.docs),
+            "subjects": subject_keys(s.docs),
+        }
     ]  # the keys: what `sleepcycle.routing` routes a question to this expert (and its elders) by
     if slot is None:
         models.save(s.student, tok, tmp)

@@ -6,7 +6,7 @@ import torch
 from sleepcycle.evaluate import Question, answers, is_correct, scored_answers
 from sleepcycle.experts import ExpertBank, load_checkpoint, save_checkpoint
 from sleepcycle.generate import HFGenerator
-from sleepcycle.routing import RoutedModel, Router, entity_keys, routed_accuracy
+from sleepcycle.routing import RoutedModel, Router, entity_keys, routed_accuracy, subject_keys
 from sleepcycle.world import QA_PROMPT
 from unit.helpers import batch, micro_model
 
@@ -82,6 +82,34 @@ def test_the_pretraining_corpus_keys_the_base():
     # a deep sleep adds the merged experts' keys to the corpus's
     deep = {**state, "deep_sleeps": [{"cycle": 4, "merged": ["e00", "e01", "e02"]}], "active": []}
     assert Router.from_state(deep).base == {"Doud Todrak", "Old Maren", "Jouvo Vefla", "Skilhou Pasto"}
+
+
+def test_subject_keys_are_what_each_document_is_about():
+    bio = "Jouvo Vefla lives in Thornbury. Jouvo Vefla was mentored by Doud Todrak. Jouvo Vefla likes chess."
+    note = "Doud Todrak has moved to Elderfen."
+    assert subject_keys([bio]) == ["Jouvo Vefla"]  # the mentor and the city are named once, the person 3 times
+    assert subject_keys([note]) == ["Doud Todrak", "Elderfen"]  # a tie: both
+    assert subject_keys([bio, note]) == ["Doud Todrak", "Elderfen", "Jouvo Vefla"]
+    assert subject_keys(["Jouvo Vefla Trasdo met Jouvo Vefla. Jouvo Vefla Trasdo left."]) == ["Jouvo Vefla Trasdo"]
+    assert subject_keys(["no names here", ""]) == []
+
+
+def test_with_subject_keys_an_expert_that_only_mentioned_someone_is_no_route_for_them():
+    state = {
+        **_state(),
+        "base_keys": ["Doud Todrak", "Old Maren"],
+        "base_subjects": ["Old Maren"],
+    }
+    state["history"][1]["subjects"] = ["Jouvo Vefla"]  # day 2 named Doud Todrak, but only as someone's mentor
+    names, subjects = Router.from_state(state), Router.from_state(state, keys="subjects")
+    assert names.candidates("Where does Doud Todrak live?") == [(), ("e00", "e01")]
+    assert subjects.candidates("Where does Doud Todrak live?") == [None]  # nothing was about him
+    assert subjects.candidates("Where does Old Maren live?") == [()]
+    assert subjects.candidates("Who taught Jouvo Vefla?") == [("e00",), ("e00", "e01")]
+    # entries written before subjects were stored route by their names
+    assert subjects.candidates("Where does Skilhou Pasto live?") == [None]
+    with pytest.raises(ValueError, match="unknown routing keys"):
+        Router.from_state(state, keys="topics")
 
 
 def _two_expert_checkpoint(path):

@@ -14,7 +14,7 @@ from sleepcycle.config import load_config
 from sleepcycle.experts import load_checkpoint, load_for_inference, read_state
 from sleepcycle.manifests import Manifest
 from sleepcycle.pretrain import pretrain
-from sleepcycle.routing import Router, entity_keys
+from sleepcycle.routing import Router, entity_keys, subject_keys
 from sleepcycle.seed import (
     SeedError,
     ask_about_others,
@@ -53,6 +53,7 @@ def test_the_base_carries_the_entities_of_its_pretraining_corpus(tiny, tmp_path)
     again = pretrain(cfg, workdir=old)
     again.verify(old)
     assert read_state(old)["base_keys"] == keys and again.files == champion.files
+    assert set(read_state(old)["base_subjects"]) == set(world.base_people), "a bio is about its person"
 
 
 def _snapshot(cfg, root, day=1, canary=True):
@@ -76,6 +77,8 @@ def test_seeding_trains_only_the_new_expert_and_never_sees_probes(tiny, tmp_path
     # each expert's routing keys are the entities its own snapshot named, carried on by later cycles
     assert state1["history"][0]["keys"] == entity_keys(read_documents(snap)) != []
     assert state2["history"][-1]["keys"] == entity_keys(read_documents(snap2)) != []
+    assert state2["history"][-1]["subjects"] == subject_keys(read_documents(snap2)) != []
+    assert set(state2["history"][-1]["subjects"]) < set(state2["history"][-1]["keys"])
     assert state2["history"][0] == state1["history"][0]
     # the base is byte-identical and the earlier expert bit-identical after the second seeding
     assert first.files["base/model.safetensors"] == second.files["base/model.safetensors"]

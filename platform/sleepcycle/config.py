@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -97,8 +97,20 @@ class TrainConfig(Strict):
     """Share of each training batch drawn from the replay buffer when replay is on."""
 
 
+ANCHOR_WITHOUT_ROUTING = 20.0
+"""`DistillConfig.anchor` when it is left unset and ``routing=all``."""
+
+
 class DistillConfig(Strict):
     """Knowledge Seeding (METHOD.md section 3). Defaults marked [ours] where the paper is silent."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _anchor_follows_routing(cls, data):
+        """An unset anchor is on where nothing else holds earlier days: without expert routing."""
+        if isinstance(data, dict) and data.get("anchor") is None and data.get("routing") == "all":
+            data = {**data, "anchor": ANCHOR_WITHOUT_ROUTING}
+        return data
 
     memory: Literal["context", "fast_weights"] = "context"
     """Short-term memory of the teacher: wake documents in its prompt, or a fast expert trained on them."""
@@ -116,14 +128,17 @@ class DistillConfig(Strict):
     every active expert), or ``entity``: the experts up to the newest one whose snapshot named an entity the
     question names (every expert when it names none). Evaluation, the gate and the demo answer through it;
     training, teachers, the in-context ceilings, LM loss and KL drift use every expert either way. Not in
-    the paper; the bench reports both rows (`matrices["all_experts"]`). sleep-nodream, seeds 0-4, same
-    weights: all ACC 0.523 BWT -0.311; entity (confidence) 0.745 / -0.020 (bench/README.md, stop 24)."""
+    the paper; the bench reports both rows (`matrices["all_experts"]`). sleep-nodream, seeds 0-4: entity
+    ACC 0.796 BWT -0.014 (stop 25: the base keyed, the anchor off); on the same weights all gives 0.393 /
+    -0.559, and all with the anchor at 20 (what ``routing=all`` sets when the anchor is left unset) 0.523 /
+    -0.311 (stop 24; bench/README.md)."""
     routing_choice: Literal["confidence", "newest"] = "confidence"
     """[ours] With routing=entity, a question that names entities several experts learnt about has several
     candidate prefixes: ``newest`` answers with the newest, ``confidence`` asks each and keeps the answer
     given with the highest mean token log-probability (one more forward pass per candidate). sleep-nodream,
-    seeds 0-4: newest ACC 0.712 BWT -0.076 acquisition 0.801 of the ceiling; confidence 0.745 / -0.020 /
-    0.789 (an older prefix sometimes answers the newest day's question about an earlier person)."""
+    seeds 0-4 (stop 24, anchor 20): newest ACC 0.712 BWT -0.076 acquisition 0.801 of the ceiling;
+    confidence 0.745 / -0.020 / 0.789 (an older prefix sometimes answers the newest day's question about an
+    earlier person: most often the base, sure of a value an update replaced; bench/README.md stop 25)."""
     routing_margin: float = 0.0
     """[ours] With routing_choice=confidence: an older candidate answers instead of a newer one only when its
     mean token log-probability is higher by more than this (nats a token); 0 takes the most confident."""
@@ -247,11 +262,14 @@ class DistillConfig(Strict):
     each expert-bearing projection's output on the inputs of the texts earlier cycles trained on, relative
     to the projection's own output there. The checkpoint keeps one input second-moment matrix per
     projection (no text). 0 = off (the moments are still collected, and the penalty is still logged).
-    [ours] 0 since expert routing keys the base too (stop 25): routing keeps what each expert and the base
-    knew, and the anchor only holds back the new expert. Without routing, 20 was the default: on the 5-day
-    bench (seed 0) ACC 0.339 and BWT -0.203 against 0.308 and -0.335 without it, acquisition 0.50 against
-    0.58; 50, 100 and 200 forget less (BWT -0.19, -0.15, -0.13) but learn less (ACC 0.325, 0.300, 0.254;
-    bench/README.md). The ``sleep-nodream-anchor`` ablation turns it on at 20."""
+    [ours] Left unset, it follows `routing`: 0 with ``entity``, 20 with ``all`` (`ANCHOR_WITHOUT_ROUTING`).
+    With routing keying the base and each expert (stop 25), the anchor holds nothing routing does not and
+    costs what it holds back: over five seeds (sleep-nodream) 20 gives ACC -0.076 and acquisition -0.110 of
+    the ceiling, BWT and day-0 retention unchanged, but general loss -0.246 and KL drift -0.239 nats after
+    five days (bench/README.md). Without routing it is what holds earlier days: BWT -0.370 at 20 against
+    -0.559 at 0 (seed 0), and before routing 50, 100 and 200 forgot less (BWT -0.19, -0.15, -0.13) but
+    learnt less (ACC 0.325, 0.300, 0.254 against 0.339 at 20, lr 3e-3). The ``sleep-nodream-anchor``
+    ablation sets 20."""
     anchor_per_cycle: bool = False
     """[ours] Count the anchor once per earlier cycle (its average over them times their number) instead of
     once for their average, in Seeding and in Dreaming's consolidation. The average gives each earlier day

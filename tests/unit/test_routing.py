@@ -201,3 +201,12 @@ def test_with_confidence_a_question_gets_the_answer_its_most_confident_candidate
     asked = "Where does Ada Velm live?"
     only = Question(asked, answers(answerer.model(["e00"]), tok, [Question(asked, "")])[0])
     assert routed_accuracy(answerer, tok, [only])[1] == [True]
+
+
+def test_without_routing_an_unset_anchor_is_on():
+    from sleepcycle.config import ANCHOR_WITHOUT_ROUTING, load_config
+
+    assert load_config("tiny").distill.anchor == 0.0  # routing holds the earlier days
+    assert load_config("tiny", ["distill.routing=all"]).distill.anchor == ANCHOR_WITHOUT_ROUTING > 0
+    assert load_config("tiny", ["distill.routing=all", "distill.anchor=0"]).distill.anchor == 0.0
+    assert load_config("tiny", ["distill.anchor=5"]).distill.anchor == 5.0

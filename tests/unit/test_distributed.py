@@ -173,7 +173,13 @@ def test_seed_launched_refuses_what_cannot_train_before_starting_ranks(tmp_path,
     with pytest.raises(DistributedError, match="ZeRO-3"):
         seed_launched(zero3, _manifest("s"), _manifest("c"), tmp_path / "o")
     # teacher samples only, but the activation anchor needs each rank to hold the whole expert
-    sets = ["distributed.nproc=2", "distributed.deepspeed=zero3", "distill.lmbda=0", "distill.lti=false"]
+    sets = [
+        "distributed.nproc=2",
+        "distributed.deepspeed=zero3",
+        "distill.lmbda=0",
+        "distill.lti=false",
+        "distill.anchor=20",
+    ]
     with pytest.raises(DistributedError, match="activation anchor needs whole expert weights"):
         seed_launched(load_config("tiny", sets), _manifest("s"), _manifest("c"), tmp_path / "o")
     small = load_config("tiny", ["distributed.nproc=8"])  # distill.batch_size is 4

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 from pathlib import Path
 
@@ -25,16 +26,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 from sleepcycle.bench import PROBE_KINDS, _accuracy_metrics, questions  # noqa: E402
 from sleepcycle.config import Config  # noqa: E402
 from sleepcycle.experts import load_checkpoint  # noqa: E402
-from sleepcycle.routing import RoutedModel, Router, entity_keys, routed_accuracy, subject_keys  # noqa: E402
+from sleepcycle.pretrain import Corpus  # noqa: E402
+from sleepcycle.routing import (  # noqa: E402
+    RoutedModel,
+    Router,
+    entity_keys,
+    routed_accuracy,
+    self_confidence,
+    subject_keys,
+)
+from sleepcycle.seed import TRAINING_DATA  # noqa: E402
 from sleepcycle.world import World  # noqa: E402
 
-MODES = ("all", "newest", "confidence")
+MODES = ("all", "newest", "confidence", "calibrated")
 KEYS = ("names", "subjects")
 
 
-def answerer_at(checkpoint: Path, world: World, keys: str = "names") -> tuple[RoutedModel, object]:
-    """The checkpoint's routed answerer; keys a checkpoint written before the cycles (or pretraining)
-    stored them would have, from the world's documents of each cycle (of day 0)."""
+def answerer_at(
+    checkpoint: Path, world: World, keys: str = "names", cfg: Config | None = None
+) -> tuple[RoutedModel, object]:
+    """The checkpoint's routed answerer. What a checkpoint written before the cycles (or pretraining) stored
+    them would hold is filled in: keys from the world's documents of each cycle (of day 0), and with `cfg`
+    each route's `Router.reference` as `seed.learnt_confidence` computes it, from the questions in the
+    training data of its cycle's `seeded` checkpoint beside this one (the base's from its corpus)."""
     bank, tok, state = load_checkpoint(checkpoint)
     for h in state.get("history", []):
         texts = [d.text for d in world.documents(h["cycle"])]
@@ -44,6 +58,17 @@ def answerer_at(checkpoint: Path, world: World, keys: str = "names") -> tuple[Ro
     state.setdefault("base_keys", entity_keys(base))
     state.setdefault("base_subjects", subject_keys(base))
     answerer = RoutedModel(bank.merged().eval(), Router.from_state(state, keys), bank)
+    if cfg is not None and any(h.get("confidence") is None for h in state.get("history", [])):
+        slots = [slot for slot, _ in answerer.router.experts]
+        for k, h in enumerate(state["history"]):
+            lines = (checkpoint.parents[1] / f"cycle-{h['cycle']}" / "seeded" / TRAINING_DATA).read_text()
+            texts = [r["text"] for r in map(json.loads, lines.splitlines()) if r.get("teacher") == "new"]
+            h["confidence"] = self_confidence(answerer.model(tuple(slots[: k + 1])), tok, texts)
+    if cfg is not None and state.get("base_confidence") is None:
+        corpus = Corpus(world, cfg)
+        asked = random.Random("base-confidence").sample(corpus.qa_examples, min(64, len(corpus.qa_examples)))
+        state["base_confidence"] = self_confidence(answerer.model(()), tok, [e.prompt + e.target for e in asked])
+    answerer.router = Router.from_state(state, keys)
     answerer.state = state  # the keyed state, for the other `keys` modes
     return answerer, tok
 
@@ -117,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
     for i in range(1, days + 1):
         ckpt = workdir / f"cycle-{i}" / "dreamed"
         ckpt = ckpt if ckpt.is_dir() else workdir / f"cycle-{i}" / "seeded"
-        answerer, tok = answerer_at(ckpt, world)
+        answerer, tok = answerer_at(ckpt, world, cfg=cfg)
         flat = RoutedModel(answerer.all)
         for mode in a.modes:
             mode_, _, keys = mode.partition("/")

@@ -132,13 +132,18 @@ class DistillConfig(Strict):
     ACC 0.796 BWT -0.014 (stop 25: the base keyed, the anchor off); on the same weights all gives 0.393 /
     -0.559, and all with the anchor at 20 (what ``routing=all`` sets when the anchor is left unset) 0.523 /
     -0.311 (stop 24; bench/README.md)."""
-    routing_choice: Literal["confidence", "newest"] = "confidence"
+    routing_choice: Literal["confidence", "calibrated", "newest"] = "confidence"
     """[ours] With routing=entity, a question that names entities several experts learnt about has several
     candidate prefixes: ``newest`` answers with the newest, ``confidence`` asks each and keeps the answer
     given with the highest mean token log-probability (one more forward pass per candidate). sleep-nodream,
     seeds 0-4 (stop 24, anchor 20): newest ACC 0.712 BWT -0.076 acquisition 0.801 of the ceiling;
     confidence 0.745 / -0.020 / 0.789 (an older prefix sometimes answers the newest day's question about an
-    earlier person: most often the base, sure of a value an update replaced; bench/README.md stop 25)."""
+    earlier person: most often the base, sure of a value an update replaced; bench/README.md stop 25).
+    ``calibrated`` measures each candidate's log-probability against how sure its route is of what it
+    learnt (`Router.reference`: its median on the questions it trained on, stored by each cycle and by
+    pretraining): over five seeds (stop 25) sleep-nodream ACC +0.010 and acquisition +0.013 of the
+    ceiling, BWT -0.002 and day-0 retention -0.008 against confidence; sleep +0.008, +0.011, -0.003 and
+    -0.021. A trade of retention for acquisition, so not the default."""
     routing_margin: float = 0.0
     """[ours] With routing_choice=confidence: an older candidate answers instead of a newer one only when its
     mean token log-probability is higher by more than this (nats a token); 0 takes the most confident."""

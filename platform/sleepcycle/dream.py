@@ -47,6 +47,7 @@ from sleepcycle.generate import Generator, HFGenerator, make_generator
 from sleepcycle.manifests import Manifest
 from sleepcycle.progress import progress
 from sleepcycle.records import write_jsonl
+from sleepcycle.routing import self_confidence
 from sleepcycle.seed import TRAINING_DATA, grounded_prefix, write_questions
 from sleepcycle.snapshot import read_documents
 from sleepcycle.trainer import Encoded, Example, Log, collate, encode, lm_loss, noop
@@ -751,6 +752,13 @@ def write_candidate(
     """Write the dreamed checkpoint (atomically) with its dreams and drift history; return its manifest."""
     bank, tok, state = d.bank, d.tok, d.state
     bank.freeze()
+    if state.get("history") and state["history"][-1].get("confidence") is not None:
+        # the newest expert changed: how sure its route now is of what it learnt (`routing.Router.reference`)
+        lines = (Path(seeded.uri) / TRAINING_DATA).read_text().splitlines()
+        texts = [r["text"] for r in map(json.loads, lines) if r.get("teacher") == "new"]
+        with torch.no_grad():
+            sure = self_confidence(bank.model.eval(), tok, texts)
+        state["history"] = [*state["history"][:-1], {**state["history"][-1], "confidence": sure}]
     out = Path(workdir)
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)

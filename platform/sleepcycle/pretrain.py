@@ -31,12 +31,13 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import PreTrainedModel
 
 from sleepcycle import models
 from sleepcycle.config import Config
 from sleepcycle.experts import SLEEP_JSON, read_state
 from sleepcycle.manifests import Manifest
-from sleepcycle.routing import entity_keys, subject_keys
+from sleepcycle.routing import entity_keys, self_confidence, subject_keys
 from sleepcycle.trainer import Example, Log, noop, train
 from sleepcycle.world import (
     DOC_PREFIX,
@@ -213,8 +214,8 @@ def pretrain(cfg: Config, workdir: Path | None = None, log: Log = noop, force: b
     if not force and (out / "manifest.json").exists():
         manifest = Manifest.read(out)
         manifest.verify(out)
-        if not cfg.model.path and "base_subjects" not in read_state(out):  # cached before bases were keyed
-            manifest = key_base(out, World(cfg.world), manifest)
+        if not cfg.model.path and "base_confidence" not in read_state(out):  # cached before bases were keyed
+            manifest = key_base(out, cfg, manifest)
         return manifest.model_copy(update={"uri": str(out)})  # where it is now (a cache can be moved)
     if cfg.model.path:
         return import_base(cfg, out, key)
@@ -243,7 +244,7 @@ def pretrain(cfg: Config, workdir: Path | None = None, log: Log = noop, force: b
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     models.save(model, tokenizer, tmp)
-    write_base_keys(tmp, world)
+    write_base_keys(tmp, corpus, model, tokenizer)
     manifest = Manifest.of_directory(
         tmp,
         "checkpoint",
@@ -260,18 +261,28 @@ def pretrain(cfg: Config, workdir: Path | None = None, log: Log = noop, force: b
     return manifest
 
 
-def write_base_keys(directory: Path, world: World) -> None:
-    """The checkpoint's sleep.json with no experts, the entities of the day-0 bios as ``base_keys`` and the
-    people they are about as ``base_subjects`` (`routing.subject_keys`)."""
-    docs = [d.text for d in world.base_documents(1)]
-    state = {"active": [], "cycle": 0, "base_keys": entity_keys(docs), "base_subjects": subject_keys(docs)}
+def write_base_keys(directory: Path, corpus: Corpus, model: PreTrainedModel, tokenizer) -> None:
+    """The checkpoint's sleep.json with no experts, the entities of the day-0 bios as ``base_keys``, the
+    people they are about as ``base_subjects`` (`routing.subject_keys`), and how sure the base is of what
+    it learnt as ``base_confidence`` (`routing.self_confidence` on 64 of its closed-book questions)."""
+    docs = list(corpus.base_docs)
+    asked = random.Random("base-confidence").sample(corpus.qa_examples, min(64, len(corpus.qa_examples)))
+    sure = self_confidence(model.eval(), tokenizer, [e.prompt + e.target for e in asked])
+    state = {
+        "active": [],
+        "cycle": 0,
+        "base_keys": entity_keys(docs),
+        "base_subjects": subject_keys(docs),
+        "base_confidence": sure,
+    }
     (Path(directory) / SLEEP_JSON).write_text(json.dumps(state, indent=2))
 
 
-def key_base(out: Path, world: World, manifest: Manifest) -> Manifest:
-    """Add ``base_keys`` and ``base_subjects`` to a base cached before pretraining wrote them, in place: the
-    weights are those of the same config, so the cache entry stays; only its manifest gains the new file."""
-    write_base_keys(out, world)
+def key_base(out: Path, cfg: Config, manifest: Manifest) -> Manifest:
+    """Add the routing keys (`write_base_keys`) to a base cached before pretraining wrote them, in place:
+    the weights are those of the same config, so the cache entry stays; only its manifest gains the file."""
+    model, tokenizer = models.load(out)
+    write_base_keys(out, Corpus(World(cfg.world), cfg), model, tokenizer)
     keyed = Manifest.of_directory(out, "checkpoint", name=manifest.name, metrics=manifest.metrics, meta=manifest.meta)
     keyed.write(out)
     return keyed

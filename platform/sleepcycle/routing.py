@@ -31,6 +31,7 @@ to distil the routed level into the base).
 from __future__ import annotations
 
 import re
+import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from sleepcycle import models
 from sleepcycle.evaluate import Question, accuracy, answers, is_correct, scored_answers
 from sleepcycle.experts import ExpertBank, load_checkpoint
+from sleepcycle.world import split_qa
 
 NAME_RUN = re.compile(r"\b[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*")
 """A run of capitalised words: how the keys, and `seed.grounded`'s check of written questions, find names."""
@@ -99,12 +101,33 @@ _OPENERS = frozenset(
 ...?"): dropped from the front of a capitalised run so that the rest can still be a key."""
 
 
+def self_confidence(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], limit: int = 64, **kwargs
+) -> float | None:
+    """How sure `model` is of what it learnt: the median mean token log-probability of its greedy answers
+    (`evaluate.scored_answers`) to the first `limit` questions among `texts` (training texts in the
+    `QA_PROMPT` format; the others are skipped). None when there is none. The reference that
+    ``routing_choice=calibrated`` measures each route's answer against."""
+    asked = [Question(qa[0].strip(), qa[1].strip()) for qa in map(split_qa, texts) if qa and qa[0].strip()]
+    if not asked:
+        return None
+    scores = sorted(score for _, score in scored_answers(model, tokenizer, asked[:limit], **kwargs))
+    return float(statistics.median(scores))
+
+
 @dataclass(frozen=True)
 class Router:
     """The active experts in activation order, each with the entities its snapshot named."""
 
     experts: tuple[tuple[str, frozenset[str]], ...]
     base: frozenset[str] = frozenset()
+    confidence: tuple[float | None, ...] = ()
+    """Per expert, how sure its route (the prefix up to it) is of what it learnt: the median mean token
+    log-probability of its greedy answers to the questions it trained on (`self_confidence`); None where
+    a checkpoint did not store one."""
+    base_confidence: float | None = None
+    """The same for the base alone, on questions of its pretraining corpus (or, after a deep sleep, the
+    merged level's)."""
     """What the base alone may answer, as it stood before any of the level's experts: the entities its
     pretraining corpus named (``base_keys`` in sleep.json, written by `sleepcycle.pretrain`) and the keys
     of experts a deep sleep merged into it (the base is the merged level, the prefix of every expert of
@@ -123,14 +146,30 @@ class Router:
         active = list(state.get("active", []))
         last_deep = max((d.get("cycle", 0) for d in state.get("deep_sleeps", [])), default=-1)
         by_slot: dict[str, frozenset[str]] = {}
+        sure: dict[str, float | None] = {}
         base: set[str] = set(state.get(base_field, state.get("base_keys", ())))
         for h in state.get("history", []):
             named = h.get(field_, h.get("keys", ()))
             if h.get("expert") in active and h.get("cycle", 0) >= last_deep:
                 by_slot[h["expert"]] = frozenset(named)
+                sure[h["expert"]] = h.get("confidence")
             elif h.get("cycle", 0) < last_deep:
                 base.update(named)
-        return cls(tuple((slot, by_slot.get(slot, frozenset())) for slot in active), frozenset(base))
+        return cls(
+            tuple((slot, by_slot.get(slot, frozenset())) for slot in active),
+            frozenset(base),
+            tuple(sure.get(slot) for slot in active),
+            state.get("base_confidence"),
+        )
+
+    def reference(self, route: tuple[str, ...] | None) -> float | None:
+        """How sure `route` is of what it learnt (`confidence`): the base's for ``()``, else its newest
+        expert's."""
+        if route == ():
+            return self.base_confidence
+        if not self.confidence:
+            return None
+        return self.confidence[-1 if route is None else len(route) - 1]
 
     def candidates(self, prompt: str) -> list[tuple[str, ...] | None]:
         """Every route that may have learnt what `prompt` asks, oldest first: the prefix of experts up to each
@@ -161,6 +200,9 @@ def _names(prompt: str, named: set[str], key: str) -> bool:
     return re.search(r"(?<![\w'-])" + re.escape(key) + r"(?![\w-]|\s+[A-Z])", prompt) is not None
 
 
+CHOICES = ("confidence", "calibrated", "newest")
+
+
 @dataclass
 class RoutedModel:
     """A checkpoint that answers through its router: `all` is every expert merged (what the paper serves);
@@ -171,7 +213,8 @@ class RoutedModel:
     router: Router = field(default_factory=lambda: Router(()))
     bank: ExpertBank | None = None
     choice: str = "confidence"
-    """Among a question's candidate routes: the answer its route is most confident in, or the newest route."""
+    """Among a question's candidate routes: the answer its route is most confident in (``confidence``), most
+    confident in relative to how sure the route is of what it learnt (``calibrated``), or the newest."""
     margin: float = 0.0
     """With confidence: how much surer (mean log-probability, nats a token) an older route must be to
     answer instead of a newer one."""
@@ -186,8 +229,8 @@ class RoutedModel:
         `distill.routing_choice`, `keys` `distill.routing_keys`."""
         if routing not in ("entity", "all"):
             raise ValueError(f"unknown routing {routing!r} (entity or all)")
-        if choice not in ("confidence", "newest"):
-            raise ValueError(f"unknown routing choice {choice!r} (confidence or newest)")
+        if choice not in CHOICES:
+            raise ValueError(f"unknown routing choice {choice!r} ({', '.join(CHOICES)})")
         path = Path(path)
         if not (path / "base").is_dir():
             model, tok = models.load(path)
@@ -227,7 +270,9 @@ def routed_accuracy(
     """`evaluate.accuracy` with each question answered through its routes (routed by the question alone:
     documents in a prompt do not change the route). With ``choice="confidence"`` a question with several
     candidate routes gets the answer that its route gives with the highest mean token log-probability;
-    with ``"newest"`` the newest route answers. Same return: the fraction right, per-question hits."""
+    ``"calibrated"`` takes that log-probability less the route's `Router.reference` (the base, trained
+    longest, is surest of everything, an old value an update replaced included); with ``"newest"`` the
+    newest route answers. Same return: the fraction right, per-question hits."""
     if not questions:
         return float("nan"), []
     if not answerer.routes:
@@ -246,10 +291,21 @@ def routed_accuracy(
         answered.update(((i, route), answer) for i, answer in zip(idx, got))
     hits = []
     for i, q in enumerate(questions):
+        shift = _references(answerer, cands[i])
         text, score = answered[i, cands[i][-1]]  # the newest candidate, unless an older one is surer by the margin
-        for route in reversed(cands[i][:-1]):
+        score -= shift[-1]
+        for route, ref in zip(reversed(cands[i][:-1]), reversed(shift[:-1])):
             older, older_score = answered[i, route]
-            if older_score > score + answerer.margin or not text:
-                text, score = older, older_score
+            if older_score - ref > score + answerer.margin or not text:
+                text, score = older, older_score - ref
         hits.append(is_correct(text, q.answer, q.aliases))
     return sum(hits) / len(hits), hits
+
+
+def _references(answerer: RoutedModel, routes: Sequence[tuple[str, ...] | None]) -> list[float]:
+    """What each candidate's score is measured against: with ``calibrated``, how sure the route is of what
+    it learnt (`Router.reference`); 0 otherwise, or where a route has no reference (an older checkpoint)."""
+    if answerer.choice != "calibrated" or len(routes) < 2:
+        return [0.0] * len(routes)
+    refs = [answerer.router.reference(r) for r in routes]
+    return [0.0] * len(routes) if any(r is None for r in refs) else refs

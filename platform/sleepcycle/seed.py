@@ -48,7 +48,7 @@ from sleepcycle.generate import Generator, HFGenerator, make_generator
 from sleepcycle.grow import check_tokenizers, grow_depth, grow_width, preflight
 from sleepcycle.manifests import Manifest
 from sleepcycle.records import write_jsonl
-from sleepcycle.routing import NAME_RUN, entity_keys, subject_keys
+from sleepcycle.routing import NAME_RUN, entity_keys, self_confidence, subject_keys
 from sleepcycle.snapshot import read_documents
 from sleepcycle.trainer import Example, Log, noop, train
 from sleepcycle.world import (
@@ -380,6 +380,8 @@ def _deep_sleep(bank: ExpertBank, state: dict) -> ExpertBank:
     """Level 1 is full: fold its experts into the base (merge) and start a fresh level."""
     merged = bank.merged()
     state.setdefault("deep_sleeps", []).append({"cycle": state.get("cycle", 0), "merged": list(bank.active)})
+    if state.get("history"):  # the base is now the whole level: the route of its newest expert
+        state["base_confidence"] = state["history"][-1].get("confidence")
     return ExpertBank(merged, rank=bank.rank, capacity=bank.capacity)
 
 
@@ -562,6 +564,18 @@ def prepare(
     )
 
 
+def learnt_confidence(model: PreTrainedModel, tok: PreTrainedTokenizerBase, items: Sequence[Item]) -> float | None:
+    """`routing.self_confidence` of the trained model on the questions of this cycle's documents it
+    trained on (new arm, not replay): how sure the route that ends at the new expert is of what it learnt."""
+    texts = [tok.decode(it.student_prompt + it.sample, skip_special_tokens=True) for it in items if it.teacher == "new"]
+    was = model.training
+    model.eval()
+    try:
+        return self_confidence(model, tok, texts)
+    finally:
+        model.train(was)
+
+
 def write_candidate(
     s: Seeding,
     snapshot: Manifest,
@@ -585,6 +599,7 @@ def write_candidate(
             "expert": slot,
             "keys": entity_keys(s.docs),
             "subjects": subject_keys(s.docs),
+            "confidence": learnt_confidence(s.student, tok, items) if slot is not None else None,
         }
     ]  # the keys: what `sleepcycle.routing` routes a question to this expert (and its elders) by
     if slot is None:

@@ -1,12 +1,14 @@
 """Entity-keyed expert routing: the keys a snapshot gives and the prefix of experts a prompt gets."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from sleepcycle.evaluate import Question, answers, is_correct, scored_answers
 from sleepcycle.experts import ExpertBank, load_checkpoint, save_checkpoint
 from sleepcycle.generate import HFGenerator
-from sleepcycle.routing import RoutedModel, Router, entity_keys, routed_accuracy, subject_keys
+from sleepcycle.routing import RoutedModel, Router, entity_keys, routed_accuracy, self_confidence, subject_keys
 from sleepcycle.world import QA_PROMPT
 from unit.helpers import batch, micro_model
 
@@ -72,9 +74,13 @@ def test_after_a_deep_sleep_the_merged_experts_keys_route_to_the_base_alone():
 
 
 def test_the_pretraining_corpus_keys_the_base():
-    state = {**_state(), "base_keys": ["Doud Todrak", "Old Maren"]}
+    state = {**_state(), "base_keys": ["Doud Todrak", "Old Maren"], "base_confidence": -0.003}
+    for h, sure in zip(state["history"], (-0.02, -0.05, -0.04)):
+        h["confidence"] = sure
     r = Router.from_state(state)
     assert r.base == {"Doud Todrak", "Old Maren"}
+    # how sure each route is of what it learnt: the base's, else its newest expert's
+    assert [r.reference(x) for x in [(), ("e00",), ("e00", "e01"), None]] == [-0.003, -0.02, -0.05, -0.04]
     assert r.candidates("Where does Old Maren live?") == [()]  # named by no expert: the base alone
     assert r.candidates("Where does Doud Todrak live?") == [(), ("e00", "e01")]  # learnt more about since
     assert r.candidates("Where does Skilhou Pasto live?") == [None]
@@ -201,6 +207,45 @@ def test_with_confidence_a_question_gets_the_answer_its_most_confident_candidate
     asked = "Where does Ada Velm live?"
     only = Question(asked, answers(answerer.model(["e00"]), tok, [Question(asked, "")])[0])
     assert routed_accuracy(answerer, tok, [only])[1] == [True]
+
+
+def test_calibrated_weighs_each_routes_answer_against_how_sure_it_is_of_what_it_learnt(tmp_path):
+    tok = _two_expert_checkpoint(tmp_path / "ckpt")
+    answerer, _ = RoutedModel.load(tmp_path / "ckpt", choice="calibrated")
+    both = [Question(q, "") for q in ("Did Ada Velm meet Bo Tarsk?", "Is Bo Tarsk older than Ada Velm?")]
+    first, every = scored_answers(answerer.model(["e00"]), tok, both), scored_answers(answerer.all, tok, both)
+    assert [a[0] for a in first] != [b[0] for b in every], "the candidates answer differently"
+
+    def right(refs):
+        (c0, c1), picks = refs, []
+        for (a, sa), (b, sb) in zip(first, every):
+            picks.append(a if sa - c0 > sb - c1 else b)  # the newer answers unless the older is surer
+        return [Question(q.question, e) for q, e in zip(both, picks)]
+
+    # no references stored (an older checkpoint): plain confidence
+    assert answerer.router.confidence == (None, None)
+    assert routed_accuracy(answerer, tok, right((0.0, 0.0))) == (1.0, [True, True])
+    # a route sure of everything it learnt must be surer still to win
+    for refs in ((0.0, -10.0), (-10.0, 0.0), (-0.5, -0.1)):
+        answerer.router = replace(answerer.router, confidence=refs)
+        assert routed_accuracy(answerer, tok, right(refs)) == (1.0, [True, True]), refs
+    assert right((0.0, -10.0)) != right((-10.0, 0.0))
+
+
+def test_self_confidence_is_the_median_score_of_the_greedy_answers_to_the_questions_among_texts():
+    model, tok = micro_model()
+    texts = [QA_PROMPT.format(q=q) + " x" for q in ("Who is Ada Velm?", "Where is Bo Tarsk?", "Why?")]
+    scores = sorted(
+        s
+        for _, s in scored_answers(
+            model, tok, [Question(q, "") for q in ("Who is Ada Velm?", "Where is Bo Tarsk?", "Why?")]
+        )
+    )
+    assert self_confidence(model, tok, [*texts, "a statement, not a question"]) == pytest.approx(scores[1])
+    assert self_confidence(model, tok, texts, limit=1) == pytest.approx(
+        scored_answers(model, tok, [Question("Who is Ada Velm?", "")])[0][1]
+    )
+    assert self_confidence(model, tok, ["no question here"]) is None
 
 
 def test_without_routing_an_unset_anchor_is_on():

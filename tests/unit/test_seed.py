@@ -54,6 +54,7 @@ def test_the_base_carries_the_entities_of_its_pretraining_corpus(tiny, tmp_path)
     again.verify(old)
     assert read_state(old)["base_keys"] == keys and again.files == champion.files
     assert set(read_state(old)["base_subjects"]) == set(world.base_people), "a bio is about its person"
+    assert -20 < read_state(old)["base_confidence"] <= 0
 
 
 def _snapshot(cfg, root, day=1, canary=True):
@@ -79,6 +80,10 @@ def test_seeding_trains_only_the_new_expert_and_never_sees_probes(tiny, tmp_path
     assert state2["history"][-1]["keys"] == entity_keys(read_documents(snap2)) != []
     assert state2["history"][-1]["subjects"] == subject_keys(read_documents(snap2)) != []
     assert set(state2["history"][-1]["subjects"]) < set(state2["history"][-1]["keys"])
+    # how sure the route ending at each expert is of what it learnt (routing_choice=calibrated): the tiny
+    # writer's texts are statements, no question among them, so there is nothing to be sure of
+    assert [h["confidence"] for h in state2["history"]] == [None, None]
+    assert Router.from_state(state2).confidence == (None, None)
     assert state2["history"][0] == state1["history"][0]
     # the base is byte-identical and the earlier expert bit-identical after the second seeding
     assert first.files["base/model.safetensors"] == second.files["base/model.safetensors"]

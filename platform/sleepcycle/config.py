@@ -132,7 +132,7 @@ class DistillConfig(Strict):
     ACC 0.796 BWT -0.014 (stop 25: the base keyed, the anchor off); on the same weights all gives 0.393 /
     -0.559, and all with the anchor at 20 (what ``routing=all`` sets when the anchor is left unset) 0.523 /
     -0.311 (stop 24; bench/README.md)."""
-    routing_choice: Literal["confidence", "calibrated", "newest"] = "confidence"
+    routing_choice: Literal["confidence", "calibrated", "newest"] = "calibrated"
     """[ours] With routing=entity, a question that names entities several experts learnt about has several
     candidate prefixes: ``newest`` answers with the newest, ``confidence`` asks each and keeps the answer
     given with the highest mean token log-probability (one more forward pass per candidate). sleep-nodream,
@@ -143,14 +143,19 @@ class DistillConfig(Strict):
     learnt (`Router.reference`: its median on the questions it trained on, stored by each cycle and by
     pretraining): over five seeds (stop 25) sleep-nodream ACC +0.010 and acquisition +0.013 of the
     ceiling, BWT -0.002 and day-0 retention -0.008 against confidence; sleep +0.008, +0.011, -0.003 and
-    -0.021. A trade of retention for acquisition, so not the default."""
+    -0.021: a trade of retention for acquisition with every name as a key. With ``routing_keys=subjects``
+    it is not a trade: sleep-nodream ACC +0.014, BWT +0.003, acquisition +0.013, day 0 +0.005 against
+    confidence with names, and the pair is the default (stop 25; chosen after seeing all five seeds of
+    each part, bench/README.md)."""
     routing_margin: float = 0.0
     """[ours] With routing_choice=confidence: an older candidate answers instead of a newer one only when its
     mean token log-probability is higher by more than this (nats a token); 0 takes the most confident."""
-    routing_keys: Literal["names", "subjects"] = "names"
+    routing_keys: Literal["names", "subjects"] = "subjects"
     """[ours] What keys an expert (and the base) for routing=entity: ``names``, every entity its snapshot
     named, or ``subjects``, the entities its documents were about (named the most times in a document:
-    a bio's person, not the mentor it names once; `routing.subject_keys`)."""
+    a bio's person, not the mentor it names once; `routing.subject_keys`). [ours] subjects: with the
+    calibrated choice it gains on every measure over names (bench/README.md, stop 25); a checkpoint that
+    stored no subjects routes by its names."""
     steps: int = 300
     """Upper bound; the per-day token budget (train.tokens_per_day) usually stops it first. The lr's cosine
     runs over these steps, so a budget that stops at ~165 ends at about half the rate: scheduled to reach

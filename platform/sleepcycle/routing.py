@@ -212,7 +212,7 @@ class RoutedModel:
     all: PreTrainedModel
     router: Router = field(default_factory=lambda: Router(()))
     bank: ExpertBank | None = None
-    choice: str = "confidence"
+    choice: str = "calibrated"
     """Among a question's candidate routes: the answer its route is most confident in (``confidence``), most
     confident in relative to how sure the route is of what it learnt (``calibrated``), or the newest."""
     margin: float = 0.0
@@ -222,7 +222,7 @@ class RoutedModel:
 
     @classmethod
     def load(
-        cls, path: Path, routing: str = "entity", choice: str = "confidence", keys: str = "names"
+        cls, path: Path, routing: str = "entity", choice: str = "calibrated", keys: str = "subjects"
     ) -> tuple[RoutedModel, PreTrainedTokenizerBase]:
         """A checkpoint directory (experts beside a base, or a plain model, which routes nothing).
         ``routing="all"`` gives every question every expert, without keeping the bank; `choice` is

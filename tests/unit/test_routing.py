@@ -190,7 +190,7 @@ def test_scored_answers_are_the_greedy_answers_with_their_mean_token_log_probabi
 
 def test_with_confidence_a_question_gets_the_answer_its_most_confident_candidate_gives(tmp_path):
     tok = _two_expert_checkpoint(tmp_path / "ckpt")
-    answerer, _ = RoutedModel.load(tmp_path / "ckpt")  # choice="confidence", the default
+    answerer, _ = RoutedModel.load(tmp_path / "ckpt", choice="confidence")
     both = [Question(q, "") for q in ("Did Ada Velm meet Bo Tarsk?", "Is Bo Tarsk older than Ada Velm?")]
     assert all(answerer.router.candidates(q.question) == [("e00",), None] for q in both)
     first, every = scored_answers(answerer.model(["e00"]), tok, both), scored_answers(answerer.all, tok, both)

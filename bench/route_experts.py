@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from pathlib import Path
 
@@ -26,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 from sleepcycle.bench import PROBE_KINDS, _accuracy_metrics, questions  # noqa: E402
 from sleepcycle.config import Config  # noqa: E402
 from sleepcycle.experts import load_checkpoint  # noqa: E402
-from sleepcycle.pretrain import Corpus  # noqa: E402
+from sleepcycle.pretrain import Corpus, confidence_texts  # noqa: E402
 from sleepcycle.routing import (  # noqa: E402
     RoutedModel,
     Router,
@@ -65,9 +64,8 @@ def answerer_at(
             texts = [r["text"] for r in map(json.loads, lines.splitlines()) if r.get("teacher") == "new"]
             h["confidence"] = self_confidence(answerer.model(tuple(slots[: k + 1])), tok, texts)
     if cfg is not None and state.get("base_confidence") is None:
-        corpus = Corpus(world, cfg)
-        asked = random.Random("base-confidence").sample(corpus.qa_examples, min(64, len(corpus.qa_examples)))
-        state["base_confidence"] = self_confidence(answerer.model(()), tok, [e.prompt + e.target for e in asked])
+        texts = confidence_texts(Corpus(world, cfg))
+        state["base_confidence"] = self_confidence(answerer.model(()), tok, texts)
     answerer.router = Router.from_state(state, keys)
     answerer.state = state  # the keyed state, for the other `keys` modes
     return answerer, tok

@@ -261,13 +261,19 @@ def pretrain(cfg: Config, workdir: Path | None = None, log: Log = noop, force: b
     return manifest
 
 
+def confidence_texts(corpus: Corpus, n: int = 64) -> list[str]:
+    """The closed-book questions (with answers) of the pretraining corpus that `base_confidence` is measured
+    on: a fixed sample of `n`."""
+    asked = random.Random("base-confidence").sample(corpus.qa_examples, min(n, len(corpus.qa_examples)))
+    return [e.prompt + e.target for e in asked]
+
+
 def write_base_keys(directory: Path, corpus: Corpus, model: PreTrainedModel, tokenizer) -> None:
     """The checkpoint's sleep.json with no experts, the entities of the day-0 bios as ``base_keys``, the
     people they are about as ``base_subjects`` (`routing.subject_keys`), and how sure the base is of what
     it learnt as ``base_confidence`` (`routing.self_confidence` on 64 of its closed-book questions)."""
     docs = list(corpus.base_docs)
-    asked = random.Random("base-confidence").sample(corpus.qa_examples, min(64, len(corpus.qa_examples)))
-    sure = self_confidence(model.eval(), tokenizer, [e.prompt + e.target for e in asked])
+    sure = self_confidence(model.eval(), tokenizer, confidence_texts(corpus))
     state = {
         "active": [],
         "cycle": 0,

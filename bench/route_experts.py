@@ -34,7 +34,7 @@ from sleepcycle.routing import (  # noqa: E402
     self_confidence,
     subject_keys,
 )
-from sleepcycle.seed import TRAINING_DATA  # noqa: E402
+from sleepcycle.seed import trained_texts  # noqa: E402
 from sleepcycle.world import World  # noqa: E402
 
 MODES = ("all", "newest", "confidence", "calibrated")
@@ -60,8 +60,7 @@ def answerer_at(
     if cfg is not None and any(h.get("confidence") is None for h in state.get("history", [])):
         slots = [slot for slot, _ in answerer.router.experts]
         for k, h in enumerate(state["history"]):
-            lines = (checkpoint.parents[1] / f"cycle-{h['cycle']}" / "seeded" / TRAINING_DATA).read_text()
-            texts = [r["text"] for r in map(json.loads, lines.splitlines()) if r.get("teacher") == "new"]
+            texts = trained_texts(checkpoint.parents[1] / f"cycle-{h['cycle']}" / "seeded")
             h["confidence"] = self_confidence(answerer.model(tuple(slots[: k + 1])), tok, texts)
     if cfg is not None and state.get("base_confidence") is None:
         texts = confidence_texts(Corpus(world, cfg))

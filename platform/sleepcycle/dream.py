@@ -48,7 +48,7 @@ from sleepcycle.manifests import Manifest
 from sleepcycle.progress import progress
 from sleepcycle.records import write_jsonl
 from sleepcycle.routing import self_confidence
-from sleepcycle.seed import TRAINING_DATA, grounded_prefix, write_questions
+from sleepcycle.seed import TRAINING_DATA, grounded_prefix, trained_texts, write_questions
 from sleepcycle.snapshot import read_documents
 from sleepcycle.trainer import Encoded, Example, Log, collate, encode, lm_loss, noop
 from sleepcycle.world import DOC_PREFIX, QA_PROMPT, WRITE_IMPLICATION, WRITE_QUESTION, WRITE_REWRITE, split_qa
@@ -754,10 +754,8 @@ def write_candidate(
     bank.freeze()
     if state.get("history") and state["history"][-1].get("confidence") is not None:
         # the newest expert changed: how sure its route now is of what it learnt (`routing.Router.reference`)
-        lines = (Path(seeded.uri) / TRAINING_DATA).read_text().splitlines()
-        texts = [r["text"] for r in map(json.loads, lines) if r.get("teacher") == "new"]
         with torch.no_grad():
-            sure = self_confidence(bank.model.eval(), tok, texts)
+            sure = self_confidence(bank.model.eval(), tok, trained_texts(Path(seeded.uri)))
         state["history"] = [*state["history"][:-1], {**state["history"][-1], "confidence": sure}]
     out = Path(workdir)
     tmp = out.with_name(out.name + ".partial")

@@ -88,9 +88,14 @@ def subject_keys(texts: Iterable[str]) -> list[str]:
     return sorted(out)
 
 
+def _mention(key: str) -> re.Pattern:
+    """`key` as a name of its own in running text: not inside a longer name or word."""
+    return re.compile(r"(?<![\w'-])" + re.escape(key) + r"(?![\w-]|\s+[A-Z])")
+
+
 def _count(text: str, key: str) -> int:
-    """How often `text` names `key` (as `_names` would find it: not inside a longer name)."""
-    return len(re.findall(r"(?<![\w'-])" + re.escape(key) + r"(?![\w-]|\s+[A-Z])", text))
+    """How often `text` names `key`."""
+    return len(_mention(key).findall(text))
 
 
 _OPENERS = frozenset(
@@ -111,8 +116,7 @@ def self_confidence(
     asked = [Question(qa[0].strip(), qa[1].strip()) for qa in map(split_qa, texts) if qa and qa[0].strip()]
     if not asked:
         return None
-    scores = sorted(score for _, score in scored_answers(model, tokenizer, asked[:limit], **kwargs))
-    return float(statistics.median(scores))
+    return float(statistics.median(score for _, score in scored_answers(model, tokenizer, asked[:limit], **kwargs)))
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,10 @@ class Router:
 
     experts: tuple[tuple[str, frozenset[str]], ...]
     base: frozenset[str] = frozenset()
+    """What the base alone may answer, as it stood before any of the level's experts: the entities its
+    pretraining corpus named (``base_keys`` in sleep.json, written by `sleepcycle.pretrain`) and the keys
+    of experts a deep sleep merged into it (the base is the merged level, the prefix of every expert of
+    its time)."""
     confidence: tuple[float | None, ...] = ()
     """Per expert, how sure its route (the prefix up to it) is of what it learnt: the median mean token
     log-probability of its greedy answers to the questions it trained on (`self_confidence`); None where
@@ -128,10 +136,6 @@ class Router:
     base_confidence: float | None = None
     """The same for the base alone, on questions of its pretraining corpus (or, after a deep sleep, the
     merged level's)."""
-    """What the base alone may answer, as it stood before any of the level's experts: the entities its
-    pretraining corpus named (``base_keys`` in sleep.json, written by `sleepcycle.pretrain`) and the keys
-    of experts a deep sleep merged into it (the base is the merged level, the prefix of every expert of
-    its time)."""
 
     @classmethod
     def from_state(cls, state: dict, keys: str = "names") -> Router:
@@ -197,7 +201,7 @@ def _names(prompt: str, named: set[str], key: str) -> bool:
     in "Jouvo Vefla Trasdo" does not count; "Jouvo Vefla" in "Jouvo Vefla's mentor" does)."""
     if key in named:
         return True
-    return re.search(r"(?<![\w'-])" + re.escape(key) + r"(?![\w-]|\s+[A-Z])", prompt) is not None
+    return _mention(key).search(prompt) is not None
 
 
 CHOICES = ("confidence", "calibrated", "newest")
@@ -216,8 +220,8 @@ class RoutedModel:
     """Among a question's candidate routes: the answer its route is most confident in (``confidence``), most
     confident in relative to how sure the route is of what it learnt (``calibrated``), or the newest."""
     margin: float = 0.0
-    """With confidence: how much surer (mean log-probability, nats a token) an older route must be to
-    answer instead of a newer one."""
+    """With confidence or calibrated: how much surer (mean log-probability, nats a token) an older route
+    must be to answer instead of a newer one."""
     _merged: dict[tuple[str, ...], PreTrainedModel] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -246,7 +250,7 @@ class RoutedModel:
         """`load` as `cfg.distill` (`routing`, `routing_choice`, `routing_keys`) says."""
         dc = cfg.distill
         answerer, tok = cls.load(path, dc.routing, dc.routing_choice, dc.routing_keys)
-        answerer.margin = cfg.distill.routing_margin
+        answerer.margin = dc.routing_margin
         return answerer, tok
 
     @property

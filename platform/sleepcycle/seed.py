@@ -576,6 +576,13 @@ def learnt_confidence(model: PreTrainedModel, tok: PreTrainedTokenizerBase, item
         model.train(was)
 
 
+def trained_texts(checkpoint: Path) -> list[str]:
+    """The texts of a seeded checkpoint's new arm (its `TRAINING_DATA`, replay left out): what
+    `learnt_confidence` measured the new expert on, and Dreaming re-measures it on."""
+    lines = (Path(checkpoint) / TRAINING_DATA).read_text().splitlines()
+    return [r["text"] for r in map(json.loads, lines) if r.get("teacher") == "new"]
+
+
 def write_candidate(
     s: Seeding,
     snapshot: Manifest,

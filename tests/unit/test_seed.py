@@ -25,6 +25,7 @@ from sleepcycle.seed import (
     prepare,
     seed,
     subjects,
+    trained_texts,
     write_questions,
 )
 from sleepcycle.snapshot import SnapshotError, read_documents, take_snapshot
@@ -83,6 +84,8 @@ def test_seeding_trains_only_the_new_expert_and_never_sees_probes(tiny, tmp_path
     # how sure the route ending at each expert is of what it learnt (routing_choice=calibrated): the tiny
     # writer's texts are statements, no question among them, so there is nothing to be sure of
     assert [h["confidence"] for h in state2["history"]] == [None, None]
+    written = [json.loads(x) for x in (Path(second.uri) / "training_data.jsonl").read_text().splitlines()]
+    assert trained_texts(Path(second.uri)) == [r["text"] for r in written if r["teacher"] == "new"] != []
     assert Router.from_state(state2).confidence == (None, None)
     assert state2["history"][0] == state1["history"][0]
     # the base is byte-identical and the earlier expert bit-identical after the second seeding

@@ -385,6 +385,10 @@ class DreamConfig(Strict):
     because Seeding itself moves the model 0.06-0.31 nats on the bench: an absolute 0.05 reverted every
     consolidation step until this was fixed."""
     on_drift: Literal["stop", "shrink"] = "shrink"
+    consolidation: Literal["sft", "distill"] = "sft"
+    """How the kept dreams are learnt: SFT on their tokens, or distillation from the teacher reading each
+    dream's document (`dream.DistilledLoss`: the dream picks what is rehearsed, the teacher's full
+    distribution is the target)."""
     replay_share: float = Field(0.0, ge=0.0, lt=1.0)
     """[ours] Share of each consolidation batch given to this cycle's Seeding replay arm (the champion's
     closed-book answers about the bounded buffer's records, read from the seeded checkpoint), so that

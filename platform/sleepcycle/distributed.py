@@ -407,6 +407,15 @@ def _write_trace(root: Path, items: list[Item], initial: dict, before: str, afte
 # ----- Dreaming's consolidation, data-parallel -------------------------------------------------------------
 
 
+def check_dream(cfg: Config) -> None:
+    """Refuse a Dreaming setting that the data-parallel consolidation does not run."""
+    if cfg.dream.consolidation != "sft":
+        raise DistributedError(
+            f"dream.consolidation={cfg.dream.consolidation} runs in one process (`sleepcycle dream`): "
+            "the data-parallel consolidation is SFT"
+        )
+
+
 def dream_distributed(
     cfg: Config,
     seeded: Manifest,
@@ -435,6 +444,7 @@ def dream_distributed(
     gradients averaged, the trainer's AdamW on every rank), whatever stage `deepspeed_config` names.
     `trace` gets ``rank{r}.jsonl``: the dreams each rank trained on at every step, and a digest of the
     newest expert after the engine started (equal on every rank)."""
+    check_dream(cfg)
     if grew_this_cycle(seeded):  # nothing to dream into, as in `dream`
         return seeded
     t0 = time.time()

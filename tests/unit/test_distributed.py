@@ -185,3 +185,13 @@ def test_seed_launched_refuses_what_cannot_train_before_starting_ranks(tmp_path,
     small = load_config("tiny", ["distributed.nproc=8"])  # distill.batch_size is 4
     with pytest.raises(DistributedError, match="smaller than the 8 ranks"):
         seed_launched(small, _manifest("s"), _manifest("c"), tmp_path / "o")
+
+
+def test_dream_launched_refuses_distilled_consolidation_before_starting_ranks(tmp_path, monkeypatch):
+    def never(*a, **k):
+        raise AssertionError("launched")
+
+    monkeypatch.setattr(launch, "dream_command", never)
+    cfg = load_config("tiny", ["distributed.nproc=2", "dream.consolidation=distill"])
+    with pytest.raises(DistributedError, match="dream.consolidation=distill runs in one process"):
+        dream_launched(cfg, _manifest("s"), _manifest("d"), tmp_path / "o")

@@ -16,6 +16,7 @@ from sleepcycle.dream import (
     consolidate,
     consolidation_examples,
     dream,
+    frozen_champion,
     restem_examples,
     seeding_replay,
     with_replay,
@@ -295,3 +296,55 @@ def test_a_written_checkpoints_manifest_names_where_it_lives(seeded, tmp_path):
     out = dream(cfg, seeded_m, snap, tmp_path / "dreamed")
     for m in (seeded_m, out):  # not the `.partial` directory it was written in before the rename
         assert Manifest.read(Path(m.uri)).uri == m.uri and Path(m.uri).is_dir()
+
+
+def test_a_dream_as_a_lesson_gives_its_teacher_the_document_and_its_student_the_opening():
+    from sleepcycle.dream import lesson
+
+    docs = ["Ada Velm lives in Velmora. Ada Velm works at Corvid Systems."]
+    qa = lesson(Dream(0, "qa", "Question: Where does Ada Velm live?\nAnswer:", " Velmora"), docs)
+    assert (qa.student, qa.target, qa.by) == ("Question: Where does Ada Velm live?\nAnswer:", " Velmora", "context")
+    assert qa.teacher == f"Document: {docs[0]}\n" + qa.student
+    st = lesson(Dream(0, "implication", "", "Ada Velm works at Corvid Systems."), docs)
+    assert (st.student, st.target) == ("Ada Velm", " works at Corvid Systems.")
+    assert st.teacher == f"Document: {docs[0]}\nImplication: Ada Velm"
+
+
+def test_distilled_consolidation_matches_the_teacher_reading_the_document():
+    """`DistilledLoss` is the mean over dreams of the per-token divergence between the level's base reading
+    the dream's document and the student without it (checked by hand with plain forward passes), and
+    consolidating on it brings the student closer to that teacher."""
+    from sleepcycle.distill import divergence
+    from sleepcycle.dream import DistilledLoss, lesson
+
+    cfg = load_config(
+        "tiny", ["dream.consolidation=distill", "dream.steps=20", "dream.lr=1e-2", "dream.drift_budget=100"]
+    )
+    bank, tok, _ = _bank_with_a_trained_looking_expert()
+    slot = bank.activate(bank.free_slot())
+    docs = ["Bo Tarsk is a baker by trade. Bo Tarsk owns a parrot.", "Ada Velm lives in Velmora."]
+    lessons = [
+        lesson(Dream(0, "rewrite", "", "Bo Tarsk owns a parrot."), docs),
+        lesson(Dream(1, "qa", "Question: Where does Ada Velm live?\nAnswer:", " Velmora"), docs),
+    ]
+    champion = frozen_champion(bank, slot)
+    loss = DistilledLoss(cfg, bank, tok, lessons, champion)
+    teacher = bank.unloaded()
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+
+    def logp(model, prompt, target):
+        ids = torch.tensor([prompt + target])
+        return torch.log_softmax(model(input_ids=ids).logits[0, len(prompt) - 1 : -1].float(), -1)
+
+    with torch.no_grad():
+        by_hand = []
+        for x in lessons:
+            target = enc(x.target) + [tok.eos_token_id]
+            t, s = logp(teacher, enc(x.teacher), target), logp(bank.model, enc(x.student), target)
+            by_hand.append(divergence(t, s, cfg.distill.divergence, cfg.distill.beta).mean())
+        before = loss([0, 1])
+    torch.testing.assert_close(before, torch.stack(by_hand).mean(), rtol=1e-4, atol=1e-5)
+    out = consolidate(cfg, bank, slot, tok, lessons, [], lambda _: None)
+    with torch.no_grad():
+        after = loss([0, 1])
+    assert out["tokens"] == 20 * loss.tokens([0, 1]) and after < 0.5 * before

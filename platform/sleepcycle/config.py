@@ -350,9 +350,11 @@ class DreamConfig(Strict):
     [ours] off by default: while the drifted champion wrote the dreams it raised the KL drift from the
     champion in every run and cost ACC in five runs of six; with the base writing (`writer`) it is within
     noise, ACC 0.263 +- 0.014 against 0.269 on seeds 0-2 (bench/README.md, `sleep+random-expert`)."""
-    writer: Literal["model", "base"] = "base"
+    writer: Literal["model", "base", "routed"] = "base"
     """Who writes the dreams and tau's questions: the seeded model (every active expert), or the level's base
-    with only the newest expert on (the one ReST-EM trains), so older experts' drift stays out of writing.
+    with only the newest expert on (the one ReST-EM trains), so older experts' drift stays out of writing;
+    ``routed`` adds, per document, the route the router gives it among the older experts (the dreams
+    only: `dream.dream_writers`).
     tau's answers come from the seeded model with the context either way. [ours] base, as
     `distill.writer` (bench/README.md)."""
     grounded: bool = False

@@ -31,7 +31,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -48,7 +48,7 @@ from sleepcycle.generate import Generator, HFGenerator, make_generator
 from sleepcycle.manifests import Manifest
 from sleepcycle.progress import progress
 from sleepcycle.records import write_jsonl
-from sleepcycle.routing import self_confidence
+from sleepcycle.routing import Router, self_confidence
 from sleepcycle.seed import TRAINING_DATA, grounded_prefix, trained_texts, write_questions
 from sleepcycle.snapshot import read_documents
 from sleepcycle.trainer import Encoded, Example, Log, collate, encode, lm_loss, noop
@@ -747,6 +747,29 @@ class Dreaming:
     scoring_s: float = 0.0
 
 
+def dream_writers(
+    cfg: Config, bank: ExpertBank, state: dict, newest: str, docs: Sequence[str], writers: list[str]
+) -> list[tuple[list[str], list[int]]]:
+    """Which experts write each document's dreams, as (experts, document indices) groups.
+
+    ``dream.writer=routed`` [ours]: the newest expert on top of the route that the model's router
+    (`routing.Router`, without the newest expert) gives the document, so that an implication about someone
+    the document names, say the new person's mentor, is written from the expert that learnt that person
+    (the base for a day-0 person, the expert of the day that introduced or updated them) and not from the
+    base alone, which never met them. Seeding's teacher reads the document with the base; combining it
+    with what the model learnt since is Dreaming's. Otherwise every document gets `writers`."""
+    if cfg.dream.writer != "routed":
+        return [(writers, list(range(len(docs))))]
+    full = Router.from_state(state, cfg.distill.routing_keys)
+    # what the model knew before this cycle: the newest expert keyed by nothing, so that a route is always
+    # a prefix of older experts, and None (no key named) means the base alone
+    older = Router(tuple((e, frozenset() if e == newest else k) for e, k in full.experts), full.base)
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, doc in enumerate(docs):
+        groups.setdefault(tuple(older.route(doc) or ()), []).append(i)
+    return [([e for e in bank.active if e in route or e == newest], idx) for route, idx in groups.items()]
+
+
 def load(seeded: Manifest, run_seed: int) -> tuple[ExpertBank, PreTrainedTokenizerBase, dict, str]:
     """The seeded checkpoint as a bank whose newest expert trains: (bank, tokenizer, state, newest)."""
     torch.manual_seed(run_seed)  # before loading: slot initialisation draws from the global generator
@@ -780,9 +803,12 @@ def prepare(
         sources = []
         if dc.random_expert:
             sources = arm_random_expert(bank, newest, gen, dc.random_expert_scale)
-        writers = [newest] if dc.writer == "base" else bank.active
-        with bank.using(writers + ([DREAM] if dc.random_expert else [])) as writer:
-            dreams = generate_dreams(cfg, writer, tok, docs, gen, round_, sampler)
+        writers = [newest] if dc.writer in ("base", "routed") else bank.active
+        dreams = []
+        for experts, idx in dream_writers(cfg, bank, state, newest, docs, writers):
+            with bank.using(experts + ([DREAM] if dc.random_expert else [])) as writer:
+                part = generate_dreams(cfg, writer, tok, [docs[i] for i in idx], gen, round_, sampler)
+            dreams += [replace(x, doc=idx[x.doc]) for x in part]
         with torch.no_grad(), bank.using(writers) as writer:
             questions = write_questions(writer, tok, docs, 2, gen, sampler, ground=cfg.distill.grounded_questions)
         with torch.no_grad():

@@ -348,3 +348,32 @@ def test_distilled_consolidation_matches_the_teacher_reading_the_document():
     with torch.no_grad():
         after = loss([0, 1])
     assert out["tokens"] == 20 * loss.tokens([0, 1]) and after < 0.5 * before
+
+
+def test_the_routed_writer_writes_each_document_with_the_older_route_of_whom_it_names():
+    from sleepcycle.dream import dream_writers
+
+    model, _ = micro_model()
+    bank = ExpertBank(model, rank=4, capacity=4)
+    for _ in range(3):
+        bank.activate(bank.free_slot(), trainable=False)
+    state = {
+        "active": ["e00", "e01", "e02"],
+        "base_keys": ["Old Maren"],
+        "history": [
+            {"cycle": 1, "expert": "e00", "keys": ["Jouvo Vefla"]},
+            {"cycle": 2, "expert": "e01", "keys": ["Doud Todrak"]},
+            {"cycle": 3, "expert": "e02", "keys": ["Skilhou Pasto"]},  # this cycle's: the one dreaming
+        ],
+    }
+    docs = [
+        "Skilhou Pasto was mentored by Doud Todrak. Skilhou Pasto lives in Tarsk.",  # a day-2 mentor
+        "Skilhou Pasto counts Old Maren as a mentor.",  # a day-0 mentor: the base knows her
+        "Skilhou Pasto enjoys chess.",  # names no one learnt before
+        "Jouvo Vefla has moved to Tarsk.",  # an update about a day-1 person
+    ]
+    cfg = load_config("tiny", ["dream.writer=routed", "distill.routing_keys=names"])
+    groups = dream_writers(cfg, bank, state, "e02", docs, ["e02"])
+    assert sorted(groups) == [(["e00", "e01", "e02"], [0]), (["e00", "e02"], [3]), (["e02"], [1, 2])]
+    base = load_config("tiny", ["dream.writer=base"])
+    assert dream_writers(base, bank, state, "e02", docs, ["e02"]) == [(["e02"], [0, 1, 2, 3])]

@@ -164,7 +164,7 @@ def test_seed_launched_failure_raises_with_the_end_of_the_log(tmp_path, monkeypa
     assert not (tmp_path / "seeded").exists()
 
 
-def test_seed_launched_refuses_what_cannot_train_before_starting_ranks(tmp_path, monkeypatch):
+def test_launches_refuse_what_cannot_train_before_starting_ranks(tmp_path, monkeypatch):
     def never(*a, **k):
         raise AssertionError("launched")
 
@@ -185,13 +185,7 @@ def test_seed_launched_refuses_what_cannot_train_before_starting_ranks(tmp_path,
     small = load_config("tiny", ["distributed.nproc=8"])  # distill.batch_size is 4
     with pytest.raises(DistributedError, match="smaller than the 8 ranks"):
         seed_launched(small, _manifest("s"), _manifest("c"), tmp_path / "o")
-
-
-def test_dream_launched_refuses_distilled_consolidation_before_starting_ranks(tmp_path, monkeypatch):
-    def never(*a, **k):
-        raise AssertionError("launched")
-
     monkeypatch.setattr(launch, "dream_command", never)
-    cfg = load_config("tiny", ["distributed.nproc=2", "dream.consolidation=distill"])
+    distilled = load_config("tiny", ["distributed.nproc=2", "dream.consolidation=distill"])
     with pytest.raises(DistributedError, match="dream.consolidation=distill runs in one process"):
-        dream_launched(cfg, _manifest("s"), _manifest("d"), tmp_path / "o")
+        dream_launched(distilled, _manifest("s"), _manifest("d"), tmp_path / "o")

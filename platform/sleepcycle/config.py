@@ -364,6 +364,9 @@ class DreamConfig(Strict):
     5-day bench (seed 0, a first version that did not check a sentence's first word) it halved the dreams
     written (75-122 a day against 182-212), the reward rate fell (0.13-0.41 against 0.25-0.44) and ACC
     fell from 0.413 to 0.368: the garbled dreams are not what holds Dreaming back (bench/README.md)."""
+    min_confidence: float | None = None
+    """[ours] Keep only dreams whose mean token log-probability under tau's teacher reading the dream's
+    document is at least this (`dream.verify`); the importance ranks the rest. None: every dream is ranked."""
     random_expert_scale: float = 0.1
     """Size of a random extra expert when no older expert exists: |B A| / |W| per projection."""
     importance: Literal["grad_norm", "grad_cosine", "random"] = "grad_cosine"

@@ -189,6 +189,62 @@ def render(template: str, s: str, o: str = "", m: str = "") -> str:
     return template.format(s=s, o=o, m=m, a=article(o) if o else "a")
 
 
+Claim = tuple[str, tuple[str, ...], str]
+"""(subject, relations followed from it, object): ("X", ("mentor", "city"), "Tarsk") says X's mentor lives in
+Tarsk."""
+
+
+def _template_pattern(template: str) -> tuple[re.Pattern, list[str]]:
+    rx, slots = "", []
+    for part in re.split(r"(\{[soma]\})", template):
+        if part in ("{s}", "{m}"):
+            rx, slots = rx + r"([A-Z][a-z]+ [A-Z][a-z]+)", [*slots, part[1]]
+        elif part == "{o}":
+            rx, slots = rx + r"([^.?]+?)", [*slots, "o"]
+        else:
+            rx += r"an?" if part == "{a}" else re.escape(part)
+    return re.compile(rx), slots
+
+
+_STATEMENTS = [
+    (*_template_pattern(t), r.name, hop)
+    for r in RELATIONS.values()
+    for t, hop in [*((t, False) for t in r.doc + r.update), *(((r.implication, True),) if r.implication else ())]
+]
+_QUESTIONS = [
+    (*_template_pattern(t), rels)
+    for r in RELATIONS.values()
+    for t, rels in [*((t, (r.name,)) for t in r.ask + r.probe + r.heldout),
+                    *((t, ("mentor", r.name)) for t in r.hop_ask + r.hop_probe + r.hop_heldout)]
+]  # fmt: skip
+
+
+def claims(text: str) -> list[Claim] | None:
+    """What a text in the world's wordings asserts: a statement's sentences (a two-hop sentence asserts the
+    mentor and the mentor's fact), or a question-answer pair in `QA_PROMPT`'s format (its answer to its
+    question); None when any part is in no wording of the world (garbled). The bench checks what the
+    model writes against the world with it (`World.holds`)."""
+    qa = split_qa(text)
+    if qa is not None:
+        question, answer = qa[0].strip(), qa[1].strip()
+        for rx, _, rels in _QUESTIONS:
+            m = rx.fullmatch(question)
+            if m and answer:
+                return [(m[1], rels, answer)]
+        return None
+    out: list[Claim] = []
+    for sentence in re.split(r"(?<=\.) ", text.strip()):
+        for rx, slots, rel, hop in _STATEMENTS:
+            m = rx.fullmatch(sentence)
+            if m:
+                g = dict(zip(slots, m.groups()))
+                out += [(g["s"], ("mentor",), g["m"]), (g["m"], (rel,), g["o"])] if hop else [(g["s"], (rel,), g["o"])]
+                break
+        else:
+            return None
+    return out or None
+
+
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = re.compile(r"[^\w\s]")
 
@@ -307,6 +363,13 @@ class World:
         """The value of a fact as known on day `as_of` (latest update wins), or None if not yet known."""
         facts = [f for f in self._index.get((subject, relation), []) if f.day <= as_of]
         return facts[-1].value if facts else None
+
+    def holds(self, claim: Claim, as_of: int) -> bool:
+        """Whether `claim` (`claims`) is true on day `as_of`."""
+        value: str | None = claim[0]
+        for relation in claim[1]:
+            value = self.current(value, relation, as_of) if value else None
+        return value is not None and value == claim[2]
 
     def facts_of_day(self, day: int) -> list[Fact]:
         return [f for f in self.facts if f.day == day]

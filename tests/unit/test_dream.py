@@ -377,3 +377,80 @@ def test_the_routed_writer_writes_each_document_with_the_older_route_of_whom_it_
     assert sorted(groups) == [(["e00", "e01", "e02"], [0]), (["e00", "e02"], [3]), (["e02"], [1, 2])]
     base = load_config("tiny", ["dream.writer=base"])
     assert dream_writers(base, bank, state, "e02", docs, ["e02"]) == [(["e02"], [0, 1, 2, 3])]
+
+
+def test_verify_scores_what_each_dream_trains_with_its_document_in_front_of_the_teacher():
+    """A dream's confidence is the mean log-probability of its trained tokens (a pair's answer, a statement
+    whole, end of text included) after its document and prompt, checked by hand with one forward pass per
+    dream; batching several dreams of different lengths changes nothing."""
+    from sleepcycle.dream import verify
+
+    bank, tok, _ = _bank_with_a_trained_looking_expert()
+    model = bank.model.eval()
+    docs = ["Bo Tarsk is a baker by trade. Bo Tarsk owns a parrot.", "Ada Velm lives in Velmora."]
+    dreams = [
+        Dream(0, "rewrite", "", "Bo Tarsk owns a parrot. Bo Tarsk is a baker by trade."),
+        Dream(1, "qa", "Question: Where does Ada Velm live?\nAnswer:", " Velmora"),
+        Dream(1, "implication", "", "Ada Velm lives in Velmora."),
+    ]
+    verify(model, tok, docs, dreams)
+    heads = ["Document: " + docs[0] + "\nRewrite:", "Document: " + docs[1] + "\nQuestion: Where does Ada Velm live?\nAnswer:",
+             "Document: " + docs[1] + "\nImplication:"]  # fmt: skip
+    tails = [" Bo Tarsk owns a parrot. Bo Tarsk is a baker by trade.", " Velmora", " Ada Velm lives in Velmora."]
+    for d, head, tail in zip(dreams, heads, tails):
+        enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+        prompt, target = enc(head), enc(tail) + [tok.eos_token_id]
+        with torch.no_grad():
+            logp = model(input_ids=torch.tensor([prompt + target])).logits[0, :-1].log_softmax(-1)
+        want = logp[len(prompt) - 1 :].gather(1, torch.tensor(target)[:, None]).mean()
+        assert d.confidence == pytest.approx(float(want), abs=1e-5)
+
+
+def test_dreams_below_the_confidence_floor_are_recorded_but_never_kept(seeded, tmp_path):
+    cfg, snap, seeded_m, _ = seeded
+    floor = load_config("tiny", ["dream.min_confidence=0.0"])  # a mean log-probability is never above 0
+    out = dream(floor, seeded_m, snap, tmp_path / "dreamed")
+    rows = [json.loads(x) for x in (Path(out.uri) / "dreams.jsonl").read_text().splitlines()]
+    assert rows and all(r["confidence"] < 0 and not r["kept"] for r in rows)
+    assert out.meta["drift_note"] == "no dreams kept" and out.metrics["dream/kept"] == 0
+    assert [r["verified"] for r in out.meta["rounds"]] == [0] * (cfg.dream.restem_rounds + 1)
+
+
+def test_dream_precision_checks_a_runs_dreams_against_the_world_and_rescores_old_ones(seeded, tmp_path):
+    """bench/dream_precision.py on a one-day run laid out as the bench leaves it: every dream is checked,
+    and a dream written before dreams carried their confidence gets the one `verify` gave it."""
+    import importlib.util
+    import shutil
+
+    from sleepcycle.world import claims
+
+    cfg, snap, seeded_m, world = seeded
+    out = dream(cfg, seeded_m, snap, tmp_path / "dreamed")
+    work = tmp_path / "run"
+    (work / "snapshots").mkdir(parents=True)
+    (work / "snapshots" / "s").symlink_to(Path(snap.uri))
+    (work / "cycle-1").mkdir()
+    (work / "cycle-1" / "seeded").symlink_to(Path(seeded_m.uri))
+    shutil.copytree(out.uri, work / "cycle-1" / "dreamed")
+    written = [json.loads(x) for x in (work / "cycle-1" / "dreamed" / "dreams.jsonl").read_text().splitlines()]
+    old = [{k: v for k, v in r.items() if k != "confidence"} for r in written]
+    (work / "cycle-1" / "dreamed" / "dreams.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps({"method": "sleep", "seed": 0, "days": 1, "config": cfg.model_dump(mode="json")}))
+
+    spec = importlib.util.spec_from_file_location(
+        "dream_precision", Path(__file__).parents[2] / "bench/dream_precision.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main([str(run), "--workdir", str(work), "--json", str(tmp_path / "out.json")])
+
+    rows = result["dreams"]
+    assert len(rows) == len(written) and json.loads((tmp_path / "out.json").read_text())["kinds"]["all"]
+    for r, w in zip(rows, written):
+        assert r["confidence"] == pytest.approx(w["confidence"], abs=1e-4)
+        said = claims(w["text"])
+        assert r["garbled"] == (said is None) and r["true"] == bool(said and all(world.holds(c, 1) for c in said))
+    assert result["kinds"]["all"]["stages"]["written"]["n"] == len(written)
+    assert result["kinds"]["all"]["stages"]["kept"]["n"] == sum(w["kept"] for w in written)
+    assert bench.auc([{"true": True, "s": 2.0}, {"true": False, "s": 1.0}, {"true": False, "s": 2.0}], "s") == 0.75

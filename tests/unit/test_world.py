@@ -2,7 +2,15 @@ import re
 
 from sleepcycle.config import WorldConfig
 from sleepcycle.pretrain import Corpus
-from sleepcycle.world import QA_PROMPT, RELATIONS, World, iter_probe_templates, normalize_answer, split_qa
+from sleepcycle.world import (
+    QA_PROMPT,
+    RELATIONS,
+    World,
+    claims,
+    iter_probe_templates,
+    normalize_answer,
+    split_qa,
+)
 
 
 def test_world_is_deterministic_by_seed():
@@ -105,3 +113,30 @@ def test_a_qa_text_splits_into_its_question_and_answer_and_other_texts_do_not():
     assert split_qa(QA_PROMPT.format(q="Where does Ada live?")) == ("Where does Ada live?", "")
     assert split_qa("Ada lives in Velmora.") is None
     assert split_qa("Question: Where does Ada live?") is None  # no answer marker
+
+
+def test_every_document_and_probe_states_only_what_holds_on_its_day_and_garbled_text_states_nothing():
+    world = World(WorldConfig(days=3))
+    for day in range(1, 4):
+        for doc in world.documents(day):
+            said = claims(doc.text)
+            assert said and all(world.holds(c, day) for c in said), doc.text
+        for p in world.probes(day):
+            said = claims(QA_PROMPT.format(q=p.question) + " " + p.answer)
+            assert said and all(world.holds(c, day) for c in said), p.question
+    person = next(f for f in world.facts_of_day(1) if f.kind == "new_entity" and f.relation == "mentor")
+    mentor, city = person.value, world.current(person.value, "city", 1)
+    two_hop = f"{person.subject}'s mentor {mentor} lives in {city}."
+    assert claims(two_hop) == [(person.subject, ("mentor",), mentor), (mentor, ("city",), city)]
+    assert all(world.holds(c, 1) for c in claims(two_hop))
+    other = next(c for c in ("Tarsk", "Velmora") if c != city)
+    assert not world.holds(claims(f"{mentor} lives in {other}.")[0], 1)
+    asked = claims(QA_PROMPT.format(q=f"Where does the mentor of {person.subject} live?") + f" {city}")
+    assert asked == [(person.subject, ("mentor", "city"), city)] and world.holds(asked[0], 1)
+    assert not world.holds((person.subject, ("mentor",), mentor), 0)  # not yet met on day 0
+    for garbled in (
+        f"{mentor} lives in {city}.. is a carpenter.",
+        "Elderfen is a surgeon by trade..",
+        QA_PROMPT.format(q=f"Where does the mentor of {person.subject}?") + f" {city}",
+    ):
+        assert claims(garbled) is None, garbled

@@ -357,6 +357,9 @@ class DreamConfig(Strict):
     only: `dream.dream_writers`).
     tau's answers come from the seeded model with the context either way. [ours] base, as
     `distill.writer` (bench/README.md)."""
+    temperature: float = Field(1.0, ge=0.0)
+    """Sampling temperature of the statement dreams (implications, rewrites); 0 is greedy. The pairs'
+    questions are written as Seeding's are (`seed.write_questions`), their answers greedily."""
     grounded: bool = False
     """[ours] Keep an implication or rewrite only as far as it names people and places as its document
     does, in whole sentences (`seed.grounded_prefix`), as `distill.grounded_questions` does for questions:

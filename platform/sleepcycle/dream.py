@@ -141,7 +141,7 @@ def generate_dreams(
     statements = [(i, kind) for i, kind in jobs if kind != "qa"]
     if statements:
         prompts = [enc(DOC_PREFIX.format(d=docs[i]) + KIND_PROMPTS[kind]) for i, kind in statements]
-        outs = sampler.sample(model, prompts, 64, temperature=1.0, generator=gen)
+        outs = sampler.sample(model, prompts, 64, temperature=dc.temperature, generator=gen)
         for (i, kind), o in zip(statements, outs):
             text = dec(o)
             if dc.grounded:

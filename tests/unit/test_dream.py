@@ -454,3 +454,24 @@ def test_dream_precision_checks_a_runs_dreams_against_the_world_and_rescores_old
     assert result["kinds"]["all"]["stages"]["written"]["n"] == len(written)
     assert result["kinds"]["all"]["stages"]["kept"]["n"] == sum(w["kept"] for w in written)
     assert bench.auc([{"true": True, "s": 2.0}, {"true": False, "s": 1.0}, {"true": False, "s": 2.0}], "s") == 0.75
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.4])
+def test_statement_dreams_are_sampled_at_the_configured_temperature(temperature):
+    """Implications and rewrites are drawn at ``dream.temperature``; the pairs' answers stay greedy."""
+    from sleepcycle.dream import generate_dreams
+
+    model, tok = micro_model()
+    calls = []
+
+    class Recorder:
+        def sample(self, model, prompts, max_new_tokens, temperature=0.0, generator=None):
+            calls.append((len(prompts), temperature))
+            return [tok(" Where does Ada Velm live?", add_special_tokens=False)["input_ids"]] * len(prompts)
+
+    cfg = load_config("tiny", [f"dream.temperature={temperature}", "dream.dreams_per_doc=3"])
+    docs = ["Ada Velm lives in Velmora.", "Bo Tarsk owns a parrot."]
+    dreams = generate_dreams(cfg, model, tok, docs, torch.Generator().manual_seed(0), sampler=Recorder())
+    statements = [d for d in dreams if d.kind != "qa"]
+    assert statements and calls[0] == (len(statements), temperature)
+    assert calls[-1][1] == 0.0 and any(d.kind == "qa" for d in dreams)

@@ -475,3 +475,31 @@ def test_statement_dreams_are_sampled_at_the_configured_temperature(temperature)
     statements = [d for d in dreams if d.kind != "qa"]
     assert statements and calls[0] == (len(statements), temperature)
     assert calls[-1][1] == 0.0 and any(d.kind == "qa" for d in dreams)
+
+
+def test_dream_transfer_trains_each_arm_from_the_same_weights(seeded):
+    """bench/dream_transfer.py on the tiny run's seeded checkpoint: every arm starts from the same answers,
+    the arm without dreams changes none, and each dream arm writes one dream per wrong probe and wording."""
+    import importlib.util
+
+    cfg, _, seeded_m, world = seeded
+    spec = importlib.util.spec_from_file_location(
+        "dream_transfer", Path(__file__).parents[2] / "bench/dream_transfer.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.main([seeded_m.uri, "--profile", "tiny", "--steps", "2", "--kinds", "fact"])
+    (row,) = rows
+    arms = row["arms"]
+    assert row["day"] == 1 and row["probes"] == sum(p.kind == "fact" for p in world.probes(1))
+    assert len({a["right_before"] for a in arms.values()}) == 1
+    assert arms["none"] == {
+        "right_before": arms["none"]["right_before"],
+        "wrong_put_right": 0,
+        "right_lost": 0,
+        "dreams": 0,
+    }
+    wrong = row["probes"] - arms["none"]["right_before"]
+    probe = next(p for p in world.probes(1) if p.kind == "fact")
+    per_probe = {arm: len(bench.dreams_for(world, probe, 1, arm)) for arm in ("statement", "qa")}
+    assert wrong > 0 and all(arms[arm]["dreams"] == wrong * n for arm, n in per_probe.items())  # 4 wordings a relation

@@ -16,6 +16,10 @@ VARIANTS = [
     ("conf07", "min_confidence −0.7"),
     ("conf04", "min_confidence −0.4"),
     ("conf04s10", "min_confidence −0.4, steps 10"),
+    ("qaonly", "kinds [qa]"),
+    ("qaonly07", "kinds [qa], min_confidence −0.7"),
+    ("qaonlylr", "kinds [qa], lr 7.5e-4"),
+    ("norewrite", "kinds [implication, qa]"),
 ]
 
 

@@ -66,11 +66,12 @@ def precision_table() -> None:
     two-hop dreams kept and true, and each score's AUC for truth over the dreams written (mean over runs)."""
     print()
     print(
-        "| variant | written (true) | kept (true) | kept statements (true) | kept two-hop (true) | AUC importance | AUC reward | AUC confidence |"
+        "| variant | seeds | written (true) | kept (true) | kept statements (true) | kept two-hop (true) | AUC importance | AUC reward | AUC confidence |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for tag, name in VARIANTS:
         runs = [r for s in range(5) if (r := load(HERE + f"precision/{tag}-s{s}.json"))]
+        seeds = " ".join(str(r["seed"]) for r in runs)
         if not runs:
             continue
         rows = [d for r in runs for d in r["dreams"]]
@@ -86,7 +87,7 @@ def precision_table() -> None:
         statements = [d for d in kept if d["kind"] != "qa"]
         hops = [d for d in kept if d["two_hop"]]
         print(
-            f"| {name} | {share(rows)} | {share(kept)} | {share(statements)} | {share(hops)} | "
+            f"| {name} | {seeds} | {share(rows)} | {share(kept)} | {share(statements)} | {share(hops)} | "
             + " | ".join(aucs)
             + " |"
         )

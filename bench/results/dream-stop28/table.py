@@ -23,7 +23,7 @@ MATCHED = [  # label, the sleep runs, sleep-nodream given only the tokens Seedin
     ("120k: Seeding alone at 84k", HERE + "b120-sleep-s{s}.json", HERE + "b84-nodream-s{s}.json"),
 ]
 KEYS = ["ACC", "BWT", "heldout_ACC", "multihop_ACC", "acquisition_vs_ceiling", "general_loss"]
-SEEDS = range(3)
+SEEDS = range(5)
 
 
 def load(path: str) -> dict | None:

@@ -71,9 +71,9 @@ def precision_table() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for tag, name in VARIANTS:
         runs = [r for s in range(5) if (r := load(HERE + f"precision/{tag}-s{s}.json"))]
-        seeds = " ".join(str(r["seed"]) for r in runs)
         if not runs:
             continue
+        seeds = " ".join(str(r["seed"]) for r in runs)
         rows = [d for r in runs for d in r["dreams"]]
         kept = [d for d in rows if d["kept"]]
 

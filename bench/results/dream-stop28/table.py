@@ -1,8 +1,10 @@
-"""Rebuild table.md: `sleep` against `sleep-nodream` at three per-day token budgets (stop 28).
+"""Rebuild table.md: `sleep` against `sleep-nodream` at four per-day token budgets, and against Seeding alone
+on the tokens Seeding gets inside `sleep` (stop 28).
 
-The 60k rows are stop 25's default runs (bench/results/routing/at-fb3d395/); the 30k and 120k runs are
-`sleepcycle bench --days 5 --seed S --set train.tokens_per_day=N`, with every step cap doubled at 120k
-(``distill.steps=600``, ``dream.steps=120``) so that the budget, not a cap, stops both stages.
+The 60k rows are stop 25's default runs (bench/results/routing/at-fb3d395/); the others are `sleepcycle bench
+--method M --days 5 --seed S --set train.tokens_per_day=N`, with every step cap grown with the budget at
+120k and 240k (``distill.steps=600|1200``, ``dream.steps=120|240``) so that the budget, not a cap, stops
+both stages; the Seeding-alone arms (42k, 84k) keep the step caps of the `sleep` runs they match.
 
 Run from the repository root: python bench/results/dream-stop28/table.py > bench/results/dream-stop28/table.md"""
 
@@ -38,23 +40,25 @@ def tokens(runs: list[dict], key: str) -> float:
     return st.mean(day.get(key, 0) for r in runs for day in r["budget"]["days"])
 
 
-print(
-    "| budget / day | method | seeds | "
-    + " | ".join(KEYS)
-    + " | Seeding tokens / day | Dreaming tokens / day | wall-clock s |"
-)
-print("|" + "---|" * (len(KEYS) + 6))
-for budget, *patterns in BUDGETS:
-    for method, pattern in zip(("sleep", "sleep-nodream"), patterns):
-        runs = [r for s in SEEDS if (r := load(pattern.format(s=s)))]
-        if not runs:
-            continue
-        cells = " | ".join(ms([r["metrics"][k] for r in runs]) for k in KEYS)
-        seeds = " ".join(str(r["seed"]) for r in runs)
-        print(
-            f"| {budget} | {method} | {seeds} | {cells} | {tokens(runs, 'seed/tokens'):.0f} | "
-            f"{tokens(runs, 'dream/tokens'):.0f} | {ms([r['wall_clock_s'] for r in runs])} |"
-        )
+def budgets_table() -> None:
+    """Per budget and method: the metrics, the tokens each stage spent a day, and the learning time."""
+    print(
+        "| budget / day | method | seeds | "
+        + " | ".join(KEYS)
+        + " | Seeding tokens / day | Dreaming tokens / day | wall-clock s |"
+    )
+    print("|" + "---|" * (len(KEYS) + 6))
+    for budget, *patterns in BUDGETS:
+        for method, pattern in zip(("sleep", "sleep-nodream"), patterns):
+            runs = [r for s in SEEDS if (r := load(pattern.format(s=s)))]
+            if not runs:
+                continue
+            cells = " | ".join(ms([r["metrics"][k] for r in runs]) for k in KEYS)
+            seeds = " ".join(str(r["seed"]) for r in runs)
+            print(
+                f"| {budget} | {method} | {seeds} | {cells} | {tokens(runs, 'seed/tokens'):.0f} | "
+                f"{tokens(runs, 'dream/tokens'):.0f} | {ms([r['wall_clock_s'] for r in runs])} |"
+            )
 
 
 def paired_table(title: str, rows: list[tuple[str, str, str]]) -> None:
@@ -72,5 +76,6 @@ def paired_table(title: str, rows: list[tuple[str, str, str]]) -> None:
             print(f"| {label} | {' '.join(str(s) for s, _, _ in pairs)} | " + " | ".join(d) + " |")
 
 
+budgets_table()
 paired_table("sleep − sleep-nodream, budget / day", BUDGETS)
 paired_table("sleep − Seeding alone on sleep's Seeding tokens (what Dreaming's tokens add)", MATCHED)

@@ -73,6 +73,13 @@ class PretrainConfig(Strict):
     on freshly generated people, and the writing formats: questions, implications, rewrites)."""
     max_context_docs: int = 3
     """Documents in an in-context example: the relevant one plus up to this many minus one distractors."""
+    fresh_mentors: float = Field(0.0, ge=0.0, le=1.0)
+    """[ours] Share of the counterfactual people (in-context and writing examples) whose mentor is another
+    new name rather than a day-0 person. At 0 every mentor a reader ever meets on a page is someone it was
+    pretrained on, and the base learns a closed set of mentor names: asked "Who is the mentor of X?" over a
+    document naming a mentor a wake day introduced, it answers with a day-0 person, 0 times right in 15 on
+    the 5-day bench (bench/dream_composition.py, stop 29). Two-hop examples keep day-0 mentors (their
+    second hop is memory). Keyed into the base's cache only when set (`Config.digest`)."""
 
 
 class EvalConfig(Strict):
@@ -466,12 +473,21 @@ class Config(Strict):
     flow: FlowConfig = FlowConfig()
 
     def digest(self, *sections: str) -> str:
-        """A content hash of the named sections (all if none), for caches keyed on config."""
+        """A content hash of the named sections (all if none), for caches keyed on config. A field added
+        after caches existed (`KEYED_WHEN_SET`) counts only when it differs from its default, so that adding
+        it does not orphan every cached base."""
         data = self.model_dump(mode="json")
+        for section, name in KEYED_WHEN_SET:
+            if data[section][name] == type(self).model_fields[section].default.model_dump(mode="json")[name]:
+                del data[section][name]
         if sections:
             data = {k: data[k] for k in sections}
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+KEYED_WHEN_SET = [("pretrain", "fresh_mentors")]
+"""(section, field) pairs that `Config.digest` keys on only when they differ from the default."""
 
 
 class ConfigError(ValueError):

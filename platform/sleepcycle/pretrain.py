@@ -99,8 +99,9 @@ class Corpus:
         return out
 
     def fresh(self, rng: random.Random) -> Person:
-        """A counterfactual person: new name, random facts, a day-0 person as mentor."""
-        return self.world.fresh_person(rng)
+        """A counterfactual person: new name, random facts, a day-0 person as mentor (or, for a share
+        `pretrain.fresh_mentors` of them, another new name)."""
+        return self.world.fresh_person(rng, self.cfg.pretrain.fresh_mentors)
 
     def _bio(self, rng: random.Random, p: Person, rels: list[str] | None = None) -> str:
         facts = [Fact(0, p.name, r, v, "base") for r, v in p.facts.items() if rels is None or r in rels]

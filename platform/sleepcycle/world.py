@@ -458,13 +458,21 @@ class World:
     def base_people(self) -> list[str]:
         return [p for p in self.people if self.current(p, "mentor", 0) is not None]
 
-    def fresh_person(self, rng: random.Random) -> Person:
+    def fresh_person(self, rng: random.Random, fresh_mentor: float = 0.0) -> Person:
         """A person who never appears in the day stream, with random facts: facts that exist only in
         documents shown in a prompt, which is how a tiny model learns a real in-context skill (see
-        ENV.md calibration). The mentor is a day-0 person, so two-hop questions need memory."""
+        ENV.md calibration). The mentor is a day-0 person, so two-hop questions need memory; with
+        probability `fresh_mentor` it is another new name instead (nobody anyone knows), so that a reader
+        learns to copy a mentor's name from the page rather than pick one of the day-0 people."""
+        name = self._fresh_name(rng)
+        if fresh_mentor and rng.random() < fresh_mentor:
+            return self._make_person(rng, name, mentors=[self._fresh_name(rng)])
+        return self._make_person(rng, name, mentors=self.base_people)
+
+    def _fresh_name(self, rng: random.Random) -> str:
         while (name := _name(rng)) in self.people:
             pass
-        return self._make_person(rng, name, mentors=self.base_people)
+        return name
 
 
 def _syllable(rng: random.Random) -> str:

@@ -1,3 +1,4 @@
+import random
 import re
 
 from sleepcycle.config import WorldConfig
@@ -140,3 +141,27 @@ def test_every_document_and_probe_states_only_what_holds_on_its_day_and_garbled_
         QA_PROMPT.format(q=f"Where does the mentor of {person.subject}?") + f" {city}",
     ):
         assert claims(garbled) is None, garbled
+
+
+def test_fresh_mentors_put_unknown_mentors_on_the_page_and_leave_the_default_corpus_and_cache_key_alone():
+    from sleepcycle.config import Config
+
+    world = World(WorldConfig(days=2))
+    default = [world.fresh_person(random.Random(i)) for i in range(40)]
+    assert [p.facts for p in default] == [world.fresh_person(random.Random(i), 0.0).facts for i in range(40)]
+    assert all(p.facts["mentor"] in world.base_people for p in default)
+    fresh = [world.fresh_person(random.Random(i), 1.0) for i in range(40)]
+    assert all(p.facts["mentor"] not in world.people and p.facts["mentor"] != p.name for p in fresh)
+    half = [world.fresh_person(random.Random(i), 0.5).facts["mentor"] in world.base_people for i in range(200)]
+    assert 60 < sum(half) < 140
+
+    cfg = Config(world=WorldConfig(days=2), pretrain={"fresh_mentors": 1.0})
+    corpus = Corpus(world, cfg)
+    rng = random.Random(0)
+    mentors = [corpus.fresh(rng).facts["mentor"] for _ in range(10)]
+    assert not set(mentors) & set(world.people)
+    # the new field is keyed only when set: caches made before it existed stay valid
+    key = Config().digest("world", "model", "pretrain")
+    assert key == Config(pretrain={"fresh_mentors": 0.0}).digest("world", "model", "pretrain")
+    assert key != Config(pretrain={"fresh_mentors": 0.5}).digest("world", "model", "pretrain")
+    assert "fresh_mentors" in Config().model_dump()["pretrain"]  # and still recorded with every run

@@ -77,9 +77,12 @@ class PretrainConfig(Strict):
     """[ours] Share of the counterfactual people (in-context and writing examples) whose mentor is another
     new name rather than a day-0 person. At 0 every mentor a reader ever meets on a page is someone it was
     pretrained on, and the base learns a closed set of mentor names: asked "Who is the mentor of X?" over a
-    document naming a mentor a wake day introduced, it answers with a day-0 person, 0 times right in 15 on
-    the 5-day bench (bench/dream_composition.py, stop 29). Two-hop examples keep day-0 mentors (their
-    second hop is memory). Keyed into the base's cache only when set (`Config.digest`)."""
+    document naming a mentor a wake day introduced, it answers with a day-0 person (0 right of the 15 such
+    questions on the 5-day bench). Two-hop examples keep day-0 mentors (their second hop is memory). [ours] 0: at 0.5 the
+    base reads such mentors a little better (3 of 15, names often half copied) but its in-context two-hop
+    answers collapse (0.87 -> 0.09 right on day-0 mentors), and `sleep-nodream`'s multi-hop ACC falls by
+    0.557 (seeds 0-1; bench/dream_composition.py, bench/README.md, stop 29). Keyed into the base's cache
+    only when set (`Config.digest`)."""
 
 
 class EvalConfig(Strict):

@@ -503,3 +503,48 @@ def test_dream_transfer_trains_each_arm_from_the_same_weights(seeded):
     probe = next(p for p in world.probes(1) if p.kind == "fact")
     per_probe = {arm: len(bench.dreams_for(world, probe, 1, arm)) for arm in ("statement", "qa")}
     assert wrong > 0 and all(arms[arm]["dreams"] == wrong * n for arm, n in per_probe.items())  # 4 wordings a relation
+
+
+def test_dream_composition_scores_every_two_hop_question_with_both_readers(seeded, tmp_path):
+    """bench/dream_composition.py on a two-day run laid out as the bench leaves it: one row per (new person,
+    hop relation) and reader; on day 1 both readers are the base, so every way scores the same for both;
+    the closed-book hop about the true mentor does not depend on the reader."""
+    import importlib.util
+
+    cfg, _, seeded_m, world = seeded
+    base = pretrain(cfg, workdir=Path(seeded_m.uri).parent / "pretrained")  # the fixture's, cached
+    work = tmp_path / "run"
+    (work / "cycle-1").mkdir(parents=True)
+    (work / "cycle-1" / "seeded").symlink_to(Path(seeded_m.uri))
+    run = tmp_path / "run.json"
+    run.write_text(
+        json.dumps(
+            {
+                "method": "sleep-nodream",
+                "seed": 0,
+                "days": 2,
+                "config": cfg.model_dump(mode="json"),
+                "champion": {"uri": base.uri},
+            }
+        )
+    )
+    spec = importlib.util.spec_from_file_location(
+        "dream_composition", Path(__file__).parents[2] / "bench/dream_composition.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main([str(run), "--workdir", str(work), "--json", str(tmp_path / "out.json")])
+
+    rows = result["rows"]
+    for day in (1, 2):
+        items = bench.items_of(world, day)
+        assert items and all(world.current(it["x"], "mentor", day) == it["m"] for it in items)
+        assert all(world.current(it["m"], it["hop"], day) == it["answer"] for it in items)
+        by_reader = {r: [x for x in rows if x["day"] == day and x["reader"] == r] for r in ("base", "checkpoint")}
+        assert [len(v) for v in by_reader.values()] == [len(items)] * 2
+        for b, c in zip(*by_reader.values()):
+            assert b["hop 2, true mentor"] == c["hop 2, true mentor"]
+            if day == 1:
+                assert all(b[w] == c[w] for w in (*bench.WAYS, "hop 1"))
+    assert result["summary"]["base | all"]["n"] == len(rows) // 2
+    assert json.loads((tmp_path / "out.json").read_text())["summary"] == result["summary"]

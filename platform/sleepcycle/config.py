@@ -404,7 +404,7 @@ class DreamConfig(Strict):
     ACC 0.465 / 0.423 / 0.359 and multi-hop 0.339 / 0.266 / 0.231 at 0 / 0.15 / 0.3 (bench/README.md);
     0.3 is kept so that the Dreaming rows and ablations stay comparable. What Dreaming's share buys depends
     on whether Seeding has saturated: `sleep` matches Seeding alone on the same Seeding tokens (42k and 84k
-    a day), and trails `sleep-nodream` by ACC 0.167 / 0.055 / 0.013 at 30k / 60k / 120k tokens a day; at 240k
+    a day), and trails `sleep-nodream` by ACC 0.171 / 0.055 / 0.010 at 30k / 60k / 120k tokens a day; at 240k
     the two tie (five seeds: ACC +0.001, held-out +0.012, multi-hop +0.004; bench/README.md, stop 28)."""
     drift_budget: float = 0.05
     """Max KL drift Dreaming may add: KL(champion || model) on the fixed reference set may exceed the seeded

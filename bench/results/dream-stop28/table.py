@@ -4,7 +4,9 @@ on the tokens Seeding gets inside `sleep` (stop 28).
 The 60k rows are stop 25's default runs (bench/results/routing/at-fb3d395/); the others are `sleepcycle bench
 --method M --days 5 --seed S --set train.tokens_per_day=N`, with every step cap grown with the budget at
 120k and 240k (``distill.steps=600|1200``, ``dream.steps=120|240``) so that the budget, not a cap, stops
-both stages; the Seeding-alone arms (42k, 84k) keep the step caps of the `sleep` runs they match.
+both stages; the Seeding-alone arms (42k, 84k) keep the step caps of the `sleep` runs they match. Seeds
+3-4 at 30k and 120k ran at stop 30 on a newer host (AMD EPYC family 26, the same base weights); where a
+row's runs come from two hosts its wall-clock is given per host.
 
 Run from the repository root: python bench/results/dream-stop28/table.py > bench/results/dream-stop28/table.md"""
 
@@ -40,6 +42,19 @@ def tokens(runs: list[dict], key: str) -> float:
     return st.mean(day.get(key, 0) for r in runs for day in r["budget"]["days"])
 
 
+def clock(runs: list[dict]) -> str:
+    """Wall-clock per host (cpu family/model): runs of two hosts are not averaged together."""
+    hosts: dict[str, list[dict]] = {}
+    for r in runs:
+        hosts.setdefault(r["machine"]["cpu_family_model"], []).append(r)
+    return "; ".join(
+        f"{ms([r['wall_clock_s'] for r in rs])} (host {h}, seeds {' '.join(str(r['seed']) for r in rs)})"
+        if len(hosts) > 1
+        else ms([r["wall_clock_s"] for r in rs])
+        for h, rs in hosts.items()
+    )
+
+
 def budgets_table() -> None:
     """Per budget and method: the metrics, the tokens each stage spent a day, and the learning time."""
     print(
@@ -57,7 +72,7 @@ def budgets_table() -> None:
             seeds = " ".join(str(r["seed"]) for r in runs)
             print(
                 f"| {budget} | {method} | {seeds} | {cells} | {tokens(runs, 'seed/tokens'):.0f} | "
-                f"{tokens(runs, 'dream/tokens'):.0f} | {ms([r['wall_clock_s'] for r in runs])} |"
+                f"{tokens(runs, 'dream/tokens'):.0f} | {clock(runs)} |"
             )
 
 

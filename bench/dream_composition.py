@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/dream_composition.py RUN.json [--workdir DIR] --json OUT [--md TABLE.md]
     .venv/bin/python bench/dream_composition.py --summarise OUT... [--md TABLE.md]   # pooled over runs
+    .venv/bin/python bench/dream_composition.py [RUN.json] --direct [LABEL=]BASE... [--json OUT]  # bases only (RUN's world)
 
 A multi-hop probe asks after a new person X's mentor M ("What is the home city of X's mentor?"): hop 1 is in
 the wake document about X, hop 2 is memory of M (a day-0 person, or one a wake day introduced). Seeding
@@ -129,6 +130,23 @@ def score_day(world: World, day: int, checkpoint: Path, base_dir: Path, rng: ran
     return rows
 
 
+def direct_accuracy(world: World, base_dir: Path, days: int) -> dict:
+    """The base's direct in-context two-hop accuracy over days 1..`days` (Seeding's teacher's label), by the
+    mentor's origin: what a pretraining change (`pretrain.fresh_mentors`, `pretrain.seed`) does to it."""
+    bank, tok, _ = load_checkpoint(base_dir)
+    model = bank.model.eval()
+    gen = HFGenerator(tok.eos_token_id, tok.pad_token_id)
+    right: dict[str, list[bool]] = defaultdict(list)
+    for day in range(1, days + 1):
+        docs = {d.subject: d.text for d in world.documents(day)}
+        items = items_of(world, day)
+        prompts = [context(docs[it["x"]]) + ask(RELATIONS[it["hop"]].hop_probe[0], it["x"]) for it in items]
+        for it, out in zip(items, complete(gen, model, tok, prompts, 8)):
+            for key in ("all", "day 0" if it["origin"] == 0 else "wake day"):
+                right[key].append(is_correct(out, it["answer"]))
+    return {key: {"n": len(v), "direct": sum(v) / len(v)} for key, v in sorted(right.items())}
+
+
 def summary(rows: list[dict]) -> dict:
     groups = defaultdict(list)
     for r in rows:
@@ -158,9 +176,22 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("run", type=Path, nargs="?", help="a sleep-nodream (or sleep) bench run's JSON")
     ap.add_argument("--workdir", type=Path, help="its checkpoints (default /tmp/sleepcycle-bench-METHOD-SEED)")
     ap.add_argument("--summarise", nargs="+", type=Path, metavar="OUT", help="pool earlier --json outputs")
+    ap.add_argument("--direct", nargs="+", metavar="[LABEL=]BASE", help="only these bases' direct accuracy")
     ap.add_argument("--md", type=Path, help="write the table here too")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
+    if a.direct:
+        run = json.loads(a.run.read_text()) if a.run else {"config": {}, "days": Config().world.days}
+        world = World(Config(**run["config"]).world)
+        bases = dict(b.split("=", 1) if "=" in b else (b, b) for b in a.direct)
+        result = {label: direct_accuracy(world, Path(b), run["days"]) for label, b in bases.items()}
+        text = "| base | mentor from | n | direct |\n|---|---|---|---|\n" + "".join(
+            f"| {b} | {k} | {m['n']} | {m['direct']:.2f} |\n" for b, r in result.items() for k, m in r.items()
+        )
+        print(text, end="")
+        if a.json:
+            a.json.write_text(json.dumps(result, indent=1))
+        return result
     if a.summarise:
         outs = [json.loads(p.read_text()) for p in a.summarise]
         rows = [r for o in outs for r in o["rows"]]

@@ -81,8 +81,9 @@ class PretrainConfig(Strict):
     questions on the 5-day bench). Two-hop examples keep day-0 mentors (their second hop is memory). [ours] 0: at 0.5 the
     base reads such mentors a little better (3 of 15, names often half copied) but its in-context two-hop
     answers collapse (0.87 -> 0.09 right on day-0 mentors), and `sleep-nodream`'s multi-hop ACC falls by
-    0.557 (seeds 0-1; bench/dream_composition.py, bench/README.md, stop 29). Keyed into the base's cache
-    only when set (`Config.digest`)."""
+    0.557 (seeds 0-1). At 0.1 the base reads none of them, and its two-hop answers fall to 0.09 and 0.54 on
+    two pretraining seeds (0.87 and 0.81 at 0; bench/dream_composition.py, bench/README.md, stops 29-30).
+    Keyed into the base's cache only when set (`Config.digest`)."""
 
 
 class EvalConfig(Strict):

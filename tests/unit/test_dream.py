@@ -548,3 +548,26 @@ def test_dream_composition_scores_every_two_hop_question_with_both_readers(seede
                 assert all(b[w] == c[w] for w in (*bench.WAYS, "hop 1"))
     assert result["summary"]["base | all"]["n"] == len(rows) // 2
     assert json.loads((tmp_path / "out.json").read_text())["summary"] == result["summary"]
+
+
+def test_dream_composition_direct_scores_a_base_as_the_composition_scores_seedings_teacher(seeded, tmp_path):
+    """`--direct` on the base gives, per mentor origin, the share of the composition's base rows whose
+    direct answer is right: the quick check of what a pretraining change does to Seeding's two-hop label."""
+    import importlib.util
+
+    cfg, _, seeded_m, world = seeded
+    base = pretrain(cfg, workdir=Path(seeded_m.uri).parent / "pretrained")
+    run = tmp_path / "run.json"
+    payload = {"method": "sleep-nodream", "seed": 0, "days": 1, "config": cfg.model_dump(mode="json")}
+    run.write_text(json.dumps({**payload, "champion": {"uri": base.uri}}))
+    spec = importlib.util.spec_from_file_location(
+        "dream_composition", Path(__file__).parents[2] / "bench/dream_composition.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.main([str(run), "--workdir", str(tmp_path / "run"), "--json", str(tmp_path / "rows.json")])["rows"]
+    direct = bench.main([str(run), "--direct", f"tiny={base.uri}", "--json", str(tmp_path / "direct.json")])
+    base_rows = [r for r in rows if r["reader"] == "base"]
+    assert direct["tiny"]["all"]["n"] == len(base_rows) > 0
+    assert direct["tiny"]["all"]["direct"] == sum(r["direct"] for r in base_rows) / len(base_rows)
+    assert json.loads((tmp_path / "direct.json").read_text()) == direct

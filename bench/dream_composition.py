@@ -76,6 +76,11 @@ def items_of(world: World, day: int) -> list[dict]:
     return out
 
 
+def direct_prompt(doc: str, it: dict) -> str:
+    """The two-hop question about `it` with X's document in the prompt: what Seeding's teacher answers."""
+    return context(doc) + ask(RELATIONS[it["hop"]].hop_probe[0], it["x"])
+
+
 def score_day(world: World, day: int, checkpoint: Path, base_dir: Path, rng: random.Random) -> list[dict]:
     """One row per item and reader: whether each way gets the true answer."""
     bank, tok, _ = load_checkpoint(checkpoint)
@@ -97,7 +102,7 @@ def score_day(world: World, day: int, checkpoint: Path, base_dir: Path, rng: ran
     rows = []
     for reader_name, reader in (("base", base), ("checkpoint", model)):
         doc = [context(docs[it["x"]]) for it in items]
-        direct = run(reader, [d + ask(hop_q[it["hop"]], it["x"]) for d, it in zip(doc, items)])
+        direct = run(reader, [direct_prompt(docs[it["x"]], it) for it in items])
         named = run(reader, [d + ask("Who is the mentor of {s}?", it["x"]) for d, it in zip(doc, items)])
         chain_prefix = [RELATIONS[it["hop"]].implication.split(" {m}")[0] for it in items]
         chain = run(
@@ -140,7 +145,7 @@ def direct_accuracy(world: World, base_dir: Path, days: int) -> dict:
     for day in range(1, days + 1):
         docs = {d.subject: d.text for d in world.documents(day)}
         items = items_of(world, day)
-        prompts = [context(docs[it["x"]]) + ask(RELATIONS[it["hop"]].hop_probe[0], it["x"]) for it in items]
+        prompts = [direct_prompt(docs[it["x"]], it) for it in items]
         for it, out in zip(items, complete(gen, model, tok, prompts, 8)):
             for key in ("all", "day 0" if it["origin"] == 0 else "wake day"):
                 right[key].append(is_correct(out, it["answer"]))
@@ -180,10 +185,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--md", type=Path, help="write the table here too")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
+    if a.run is not None and not a.run.is_file():
+        ap.error(f"{a.run}: no such run JSON")
     if a.direct:
         run = json.loads(a.run.read_text()) if a.run else {"config": {}, "days": Config().world.days}
         world = World(Config(**run["config"]).world)
         bases = dict(b.split("=", 1) if "=" in b else (b, b) for b in a.direct)
+        if missing := [b for b in bases.values() if not (Path(b) / "config.json").is_file()]:
+            ap.error(f"not a model checkpoint (no config.json): {', '.join(missing)}")
         result = {label: direct_accuracy(world, Path(b), run["days"]) for label, b in bases.items()}
         text = "| base | mentor from | n | direct |\n|---|---|---|---|\n" + "".join(
             f"| {b} | {k} | {m['n']} | {m['direct']:.2f} |\n" for b, r in result.items() for k, m in r.items()

@@ -1,5 +1,6 @@
 """Dreaming on the tiny profile: drift budget, no probe leakage, the random-expert switch, ReST-EM data."""
 
+import importlib.util
 import json
 import random
 from pathlib import Path
@@ -30,6 +31,14 @@ from sleepcycle.snapshot import take_snapshot
 from sleepcycle.trainer import Example
 from sleepcycle.world import World
 from unit.helpers import NEW, micro_model, old_logits_moved
+
+
+def bench_script(name: str):
+    """A script of bench/ loaded as a module (bench/ is not a package: its scripts run as files)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[2] / f"bench/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
@@ -419,7 +428,6 @@ def test_dreams_below_the_confidence_floor_are_recorded_but_never_kept(seeded, t
 def test_dream_precision_checks_a_runs_dreams_against_the_world_and_rescores_old_ones(seeded, tmp_path):
     """bench/dream_precision.py on a one-day run laid out as the bench leaves it: every dream is checked,
     and a dream written before dreams carried their confidence gets the one `verify` gave it."""
-    import importlib.util
     import shutil
 
     from sleepcycle.world import claims
@@ -438,11 +446,7 @@ def test_dream_precision_checks_a_runs_dreams_against_the_world_and_rescores_old
     run = tmp_path / "run.json"
     run.write_text(json.dumps({"method": "sleep", "seed": 0, "days": 1, "config": cfg.model_dump(mode="json")}))
 
-    spec = importlib.util.spec_from_file_location(
-        "dream_precision", Path(__file__).parents[2] / "bench/dream_precision.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = bench_script("dream_precision")
     result = bench.main([str(run), "--workdir", str(work), "--json", str(tmp_path / "out.json")])
 
     rows = result["dreams"]
@@ -480,14 +484,8 @@ def test_statement_dreams_are_sampled_at_the_configured_temperature(temperature)
 def test_dream_transfer_trains_each_arm_from_the_same_weights(seeded):
     """bench/dream_transfer.py on the tiny run's seeded checkpoint: every arm starts from the same answers,
     the arm without dreams changes none, and each dream arm writes one dream per wrong probe and wording."""
-    import importlib.util
-
     cfg, _, seeded_m, world = seeded
-    spec = importlib.util.spec_from_file_location(
-        "dream_transfer", Path(__file__).parents[2] / "bench/dream_transfer.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = bench_script("dream_transfer")
     rows = bench.main([seeded_m.uri, "--profile", "tiny", "--steps", "2", "--kinds", "fact"])
     (row,) = rows
     arms = row["arms"]
@@ -505,34 +503,26 @@ def test_dream_transfer_trains_each_arm_from_the_same_weights(seeded):
     assert wrong > 0 and all(arms[arm]["dreams"] == wrong * n for arm, n in per_probe.items())  # 4 wordings a relation
 
 
+def nodream_run(seeded, tmp_path: Path, days: int) -> tuple[Path, Manifest]:
+    """A sleep-nodream bench run's JSON over `days` of the tiny world, its champion the fixture's base."""
+    cfg, _, seeded_m, _ = seeded
+    base = pretrain(cfg, workdir=Path(seeded_m.uri).parent / "pretrained")  # the fixture's, cached
+    run = tmp_path / "run.json"
+    payload = {"method": "sleep-nodream", "seed": 0, "days": days, "config": cfg.model_dump(mode="json")}
+    run.write_text(json.dumps({**payload, "champion": {"uri": base.uri}}))
+    return run, base
+
+
 def test_dream_composition_scores_every_two_hop_question_with_both_readers(seeded, tmp_path):
     """bench/dream_composition.py on a two-day run laid out as the bench leaves it: one row per (new person,
     hop relation) and reader; on day 1 both readers are the base, so every way scores the same for both;
     the closed-book hop about the true mentor does not depend on the reader."""
-    import importlib.util
-
     cfg, _, seeded_m, world = seeded
-    base = pretrain(cfg, workdir=Path(seeded_m.uri).parent / "pretrained")  # the fixture's, cached
+    run, _ = nodream_run(seeded, tmp_path, days=2)
     work = tmp_path / "run"
     (work / "cycle-1").mkdir(parents=True)
     (work / "cycle-1" / "seeded").symlink_to(Path(seeded_m.uri))
-    run = tmp_path / "run.json"
-    run.write_text(
-        json.dumps(
-            {
-                "method": "sleep-nodream",
-                "seed": 0,
-                "days": 2,
-                "config": cfg.model_dump(mode="json"),
-                "champion": {"uri": base.uri},
-            }
-        )
-    )
-    spec = importlib.util.spec_from_file_location(
-        "dream_composition", Path(__file__).parents[2] / "bench/dream_composition.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = bench_script("dream_composition")
     result = bench.main([str(run), "--workdir", str(work), "--json", str(tmp_path / "out.json")])
 
     rows = result["rows"]
@@ -553,21 +543,22 @@ def test_dream_composition_scores_every_two_hop_question_with_both_readers(seede
 def test_dream_composition_direct_scores_a_base_as_the_composition_scores_seedings_teacher(seeded, tmp_path):
     """`--direct` on the base gives, per mentor origin, the share of the composition's base rows whose
     direct answer is right: the quick check of what a pretraining change does to Seeding's two-hop label."""
-    import importlib.util
-
-    cfg, _, seeded_m, world = seeded
-    base = pretrain(cfg, workdir=Path(seeded_m.uri).parent / "pretrained")
-    run = tmp_path / "run.json"
-    payload = {"method": "sleep-nodream", "seed": 0, "days": 1, "config": cfg.model_dump(mode="json")}
-    run.write_text(json.dumps({**payload, "champion": {"uri": base.uri}}))
-    spec = importlib.util.spec_from_file_location(
-        "dream_composition", Path(__file__).parents[2] / "bench/dream_composition.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    run, base = nodream_run(seeded, tmp_path, days=1)
+    bench = bench_script("dream_composition")
     rows = bench.main([str(run), "--workdir", str(tmp_path / "run"), "--json", str(tmp_path / "rows.json")])["rows"]
     direct = bench.main([str(run), "--direct", f"tiny={base.uri}", "--json", str(tmp_path / "direct.json")])
     base_rows = [r for r in rows if r["reader"] == "base"]
     assert direct["tiny"]["all"]["n"] == len(base_rows) > 0
     assert direct["tiny"]["all"]["direct"] == sum(r["direct"] for r in base_rows) / len(base_rows)
     assert json.loads((tmp_path / "direct.json").read_text()) == direct
+
+
+def test_dream_composition_refuses_a_missing_run_or_base_and_writes_nothing(tmp_path, capsys):
+    bench = bench_script("dream_composition")
+    out = tmp_path / "out.json"
+    for argv in ([str(tmp_path / "none.json"), "--json", str(out)], ["--direct", f"b={tmp_path}", "--json", str(out)]):
+        with pytest.raises(SystemExit) as exc:
+            bench.main(argv)
+        assert exc.value.code == 2 and not out.exists()
+    err = capsys.readouterr().err
+    assert "no such run JSON" in err and "not a model checkpoint" in err

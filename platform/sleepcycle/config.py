@@ -200,7 +200,8 @@ class DistillConfig(Strict):
     """The Learning-to-Imitate RL term (METHOD.md section 3). On the 5-day bench with 16 covering questions a
     document, off scored higher (seeds 0-2: ACC 0.569 against 0.523, BWT -0.298 against -0.342), and again
     on a base pretrained on another CPU (0.519 against 0.451), but not on seed 3 there (0.396 against 0.428;
-    five seeds: +0.042 +- 0.044); on by default as half of the method (bench/README.md)."""
+    five seeds: +0.042 +- 0.044). At today's default (routing) off is ACC +0.015 +- 0.017 over five seeds
+    (stop 31). On by default as half of the method (bench/README.md)."""
     lti_group: int = 4
     """Completions sampled per prefix; advantages are normalised within the group."""
     prefix_range: tuple[float, float] = (0.1, 0.9)
@@ -359,8 +360,9 @@ class DreamConfig(Strict):
     random_expert: bool = False
     """While sampling dreams, switch on one random extra expert per layer (the paper's diversity switch).
     [ours] off by default: while the drifted champion wrote the dreams it raised the KL drift from the
-    champion in every run and cost ACC in five runs of six; with the base writing (`writer`) it is within
-    noise, ACC 0.263 +- 0.014 against 0.269 on seeds 0-2 (bench/README.md, `sleep+random-expert`)."""
+    champion in every run and cost ACC in five runs of six; with the base writing (`writer`) it moves no
+    knowledge measure and costs general ability (five seeds: ACC -0.001 +- 0.019, general loss
+    +0.057 +- 0.025 against `sleep`; bench/README.md, stop 31, `sleep+random-expert`)."""
     writer: Literal["model", "base", "routed"] = "base"
     """Who writes the dreams and tau's questions: the seeded model (every active expert), or the level's base
     with only the newest expert on (the one ReST-EM trains), so older experts' drift stays out of writing;
@@ -390,13 +392,20 @@ class DreamConfig(Strict):
     random_expert_scale: float = 0.1
     """Size of a random extra expert when no older expert exists: |B A| / |W| per projection."""
     importance: Literal["grad_norm", "grad_cosine", "random"] = "grad_cosine"
+    """Per-dream score for selection: the cosine between the dream's SFT gradient and tau's (default), the
+    gradient's norm, or random. [ours] On the 5-day bench random selection changes nothing measurable
+    (five seeds: ACC +0.007 +- 0.014 against `sleep`; bench/README.md, stop 31)."""
     keep_top: int = 24
     keep_random: int = 8
     lora_rank: int = 4
     inner_steps: int = 4
     inner_lr: float = 3e-2
     restem_rounds: int = 1
+    """ReST-EM rounds: SFT of the dream writer on rewarded (context, dream) pairs, then dream again. Without
+    them the 5-day bench scores ACC +0.011 +- 0.013 (five seeds) and learns ~20% faster (stop 31)."""
     curriculum: bool = True
+    """Consolidate the kept dreams easy to hard by the student's loss (else in random order; five seeds
+    without it: ACC +0.013 +- 0.013, stop 31)."""
     steps: int = 60
     lr: float = 3e-3
     budget_share: float = 0.3

@@ -27,8 +27,8 @@ ABLATIONS = [  # name, parent, what it changes
     ("sleep-nodream-replay", "sleep-nodream", "no replay arm"),
     ("sleep-nodream-expansion", "sleep-nodream", "full fine-tune instead of a new expert"),
 ]
-KEYS = ["ACC", "BWT", "acquisition_vs_ceiling", "heldout_ACC", "multihop_ACC"]
-HEAD = ["ACC", "BWT", "acq / ceiling", "held-out", "multi-hop"]
+KEYS = ["ACC", "BWT", "acquisition_vs_ceiling", "heldout_ACC", "multihop_ACC", "general_loss"]
+HEAD = ["ACC", "BWT", "acq / ceiling", "held-out", "multi-hop", "general loss"]
 DREAM = ["dream/reward_rate", "dream/dreams_per_s", "dream/distinct_2", "dream/kl_drift"]
 SEEDS = range(5)
 

@@ -15,7 +15,7 @@ import statistics as st
 
 HERE = "bench/results/ablations-stop31/"
 DEFAULTS = "bench/results/routing/at-fb3d395/"
-PARENT = {"sleep": "sleep", "sleep-nodream": "sleep-nodream"}
+PARENTS = ("sleep", "sleep-nodream")  # their five-seed runs are stop 25's, in DEFAULTS
 ABLATIONS = [  # name, parent, what it changes
     ("sleep-importance", "sleep", "random selection instead of the gradient-cosine importance"),
     ("sleep+random-expert", "sleep", "one random extra expert on while dreams are sampled"),
@@ -42,7 +42,7 @@ def ms(xs: list[float]) -> str:
 
 
 def runs(method: str) -> list[dict]:
-    folder = DEFAULTS if method in PARENT else HERE
+    folder = DEFAULTS if method in PARENTS else HERE
     return [r for s in SEEDS if (r := load(f"{folder}{method}-s{s}.json"))]
 
 
@@ -61,7 +61,7 @@ def host(rs: list[dict]) -> str:
 def main() -> None:
     print("| method | seeds | " + " | ".join(HEAD) + " | learn s (host) |")
     print("|" + "---|" * (len(HEAD) + 3))
-    for method in [*PARENT, *(a for a, _, _ in ABLATIONS)]:
+    for method in [*PARENTS, *(a for a, _, _ in ABLATIONS)]:
         if rs := runs(method):
             cells = " | ".join(ms([r["metrics"][k] for r in rs]) for k in KEYS)
             seeds = " ".join(str(r["seed"]) for r in rs)
@@ -70,7 +70,8 @@ def main() -> None:
     print("| ablation − parent, paired per seed | what it changes | seeds | " + " | ".join(HEAD) + " |")
     print("|" + "---|" * (len(HEAD) + 3))
     for name, parent, what in ABLATIONS:
-        pairs = [(a, b) for a in runs(name) for b in runs(parent) if a["seed"] == b["seed"]]
+        by_seed = {b["seed"]: b for b in runs(parent)}
+        pairs = [(a, by_seed[a["seed"]]) for a in runs(name) if a["seed"] in by_seed]
         if pairs:
             d = " | ".join(ms([a["metrics"][k] - b["metrics"][k] for a, b in pairs]) for k in KEYS)
             print(f"| {name} − {parent} | {what} | {' '.join(str(a['seed']) for a, _ in pairs)} | {d} |")
@@ -83,7 +84,7 @@ def main() -> None:
             print(f"| {method} | {' '.join(str(r['seed']) for r in rs)} | {cells} |")
     check = [
         (m, a["matrix"] == b["matrix"], learn_s(a), host([a]))
-        for m in PARENT
+        for m in PARENTS
         if (a := load(f"{HERE}{m}-s0.json")) and (b := load(f"{DEFAULTS}{m}-s0.json"))
     ]
     if check:

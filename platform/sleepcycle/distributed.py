@@ -61,10 +61,12 @@ from sleepcycle.distill import DistillStats, GeneralizedDistillation, Item
 from sleepcycle.dream import (
     Dreaming,
     DriftGuard,
+    Lesson,
     anchor_penalty,
-    consolidation_examples,
+    consolidation_inputs,
     frozen_champion,
     grew_this_cycle,
+    objective,
 )
 from sleepcycle.dream import load as load_dreaming
 from sleepcycle.dream import prepare as prepare_dreaming
@@ -73,7 +75,7 @@ from sleepcycle.evaluate import kl_drift
 from sleepcycle.manifests import Manifest
 from sleepcycle.progress import progress
 from sleepcycle.seed import SeedError, prepare, write_candidate
-from sleepcycle.trainer import Example, Log, collate, encode, lm_loss, noop
+from sleepcycle.trainer import Example, Log, noop
 
 DS_CONFIGS = CONFIG_DIR / "deepspeed"
 
@@ -407,15 +409,6 @@ def _write_trace(root: Path, items: list[Item], initial: dict, before: str, afte
 # ----- Dreaming's consolidation, data-parallel -------------------------------------------------------------
 
 
-def check_dream(cfg: Config) -> None:
-    """Refuse a Dreaming setting that the data-parallel consolidation does not run."""
-    if cfg.dream.consolidation != "sft":
-        raise DistributedError(
-            f"dream.consolidation={cfg.dream.consolidation} runs in one process (`sleepcycle dream`): "
-            "the data-parallel consolidation is SFT"
-        )
-
-
 def dream_distributed(
     cfg: Config,
     seeded: Manifest,
@@ -444,7 +437,6 @@ def dream_distributed(
     gradients averaged, the trainer's AdamW on every rank), whatever stage `deepspeed_config` names.
     `trace` gets ``rank{r}.jsonl``: the dreams each rank trained on at every step, and a digest of the
     newest expert after the engine started (equal on every rank)."""
-    check_dream(cfg)
     if grew_this_cycle(seeded):  # nothing to dream into, as in `dream`
         return seeded
     t0 = time.time()
@@ -458,12 +450,15 @@ def dream_distributed(
 
     if rank == 0:
         d = prepare_dreaming(cfg, seeded, snapshot, log=log, run_seed=run_seed)
-        examples = consolidation_examples(cfg, seeded, d.bank, d.tok, d.kept, d.rng)
-        champion = frozen_champion(d.bank, d.newest).to(device)
+        examples = consolidation_inputs(cfg, seeded, d)
     else:
         bank, tok, state, newest = load_dreaming(seeded, run_seed)
-        d, examples, champion = Dreaming([], bank, tok, state, newest, random.Random(run_seed), []), None, None
+        d, examples = Dreaming([], bank, tok, state, newest, random.Random(run_seed), []), None
     examples, gen_tokens = _broadcast((examples, d.gen_tokens))
+    # rank 0 measures the drift against the champion; with distilled consolidation every rank's loss needs it
+    # too (it teaches replayed lessons, and reads the documents unless the base does)
+    distilled = cfg.dream.consolidation == "distill"
+    champion = frozen_champion(d.bank, d.newest).to(device) if rank == 0 or distilled else None
     params = d.bank.parameters(d.newest)
     for p in params:
         p.requires_grad = True
@@ -493,7 +488,7 @@ def _consolidate(
     cfg: Config,
     d: Dreaming,
     engine,
-    examples: list[Example],
+    examples: list[Example] | list[Lesson],
     champion: torch.nn.Module | None,
     device: torch.device,
     log: Log,
@@ -506,7 +501,7 @@ def _consolidate(
     if not examples:
         return {"tokens": 0, "kl_drift": 0.0, "drift_history": [], "drift_note": "no dreams kept"}
     bank, tok, params = d.bank, d.tok, d.bank.parameters(d.newest)
-    enc = encode(tok, examples, bank.model.config.max_position_embeddings)
+    size, loss_of, tokens_of = objective(cfg, bank, tok, examples, champion)
     tokens, bs = 0, cfg.distill.batch_size
     penalty = anchor_penalty(cfg, anchor, bank.model, d.newest)
 
@@ -520,18 +515,17 @@ def _consolidate(
         for step in range(dc.steps):
             if token_budget is not None and tokens >= token_budget:
                 break
-            start = (step * bs) % len(enc)  # the global batch of the single-process loop: (enc + enc)[start:+bs]
-            ids = [(start + i) % len(enc) for i in range(min(bs, 2 * len(enc) - start))]
+            start = (step * bs) % size  # the global batch of the single-process loop: (seqs + seqs)[start:+bs]
+            ids = [(start + i) % size for i in range(min(bs, 2 * size - start))]
             mine = ids[rank::world] or [ids[rank % len(ids)]]
-            batch = {k: v.to(device) for k, v in collate([enc[i] for i in mine], tok.pad_token_id).items()}
             bank.model.train()
-            loss = lm_loss(bank.model, batch)
+            loss = loss_of(mine)
             if penalty:
                 loss = loss + cfg.distill.anchor * penalty()
             engine.backward(loss)
             engine.step()
             bank.model.eval()
-            total = torch.tensor([float(batch["attention_mask"].sum()), float(loss.detach())], dtype=torch.float64)
+            total = torch.tensor([float(tokens_of(mine)), float(loss.detach())], dtype=torch.float64)
             total = total.to(device)
             dist.all_reduce(total)
             tokens += int(total[0])

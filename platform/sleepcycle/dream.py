@@ -608,6 +608,35 @@ def anchor_penalty(cfg: Config, anchor: Anchor | None, model: PreTrainedModel, s
     return anchor.penalty(model, slot, per_cycle=cfg.distill.anchor_per_cycle)
 
 
+def consolidation_inputs(cfg: Config, seeded: Manifest, d: Dreaming) -> list[Example] | list[Lesson]:
+    """What consolidation trains on for ``dream.consolidation``: `consolidation_lessons` (distill) or
+    `consolidation_examples` (sft). In-process and data-parallel consolidation both take them from here."""
+    if cfg.dream.consolidation == "distill":
+        return consolidation_lessons(cfg, seeded, d.bank, d.tok, d.kept, d.docs, d.rng)
+    return consolidation_examples(cfg, seeded, d.bank, d.tok, d.kept, d.rng)
+
+
+def objective(
+    cfg: Config,
+    bank: ExpertBank,
+    tok: PreTrainedTokenizerBase,
+    examples: list[Example] | list[Lesson],
+    champion: PreTrainedModel | None,
+) -> tuple[int, Callable[[Sequence[int]], torch.Tensor], Callable[[Sequence[int]], int]]:
+    """(how many sequences, the loss of a batch of their indices, the tokens that batch costs): SFT on
+    examples, or `DistilledLoss` on lessons (`champion` teaches replayed lessons, and reads the documents
+    when ``distill.teacher`` is not the base)."""
+    if examples and isinstance(examples[0], Lesson):
+        distilled = DistilledLoss(cfg, bank, tok, examples, champion)  # type: ignore[arg-type]
+        return len(distilled), distilled, distilled.tokens
+    enc = encode(tok, examples, bank.model.config.max_position_embeddings)  # type: ignore[arg-type]
+    return (
+        len(enc),
+        lambda idx: sft_loss(bank.model, [enc[i] for i in idx], tok.pad_token_id),
+        lambda idx: sum(len(enc[i][0]) for i in idx),
+    )
+
+
 def consolidate(
     cfg: Config,
     bank: ExpertBank,
@@ -632,14 +661,7 @@ def consolidate(
     tokens, bs = 0, cfg.distill.batch_size
     champion = frozen_champion(bank, newest)
     penalty = anchor_penalty(cfg, anchor, bank.model, newest)
-    if isinstance(examples[0], Lesson):
-        distilled = DistilledLoss(cfg, bank, tok, examples, champion)  # type: ignore[arg-type]
-        size, loss_of, tokens_of = len(distilled), distilled, distilled.tokens
-    else:
-        enc = encode(tok, examples, bank.model.config.max_position_embeddings)  # type: ignore[arg-type]
-        size = len(enc)
-        loss_of = lambda idx: sft_loss(bank.model, [enc[i] for i in idx], tok.pad_token_id)  # noqa: E731
-        tokens_of = lambda idx: sum(len(enc[i][0]) for i in idx)  # noqa: E731
+    size, loss_of, tokens_of = objective(cfg, bank, tok, examples, champion)
 
     def measure() -> float:
         return kl_drift(bank.model, champion, tok, reference) if reference else 0.0
@@ -1003,10 +1025,7 @@ def dream(
     d = prepare(cfg, seeded, snapshot, log=log, run_seed=run_seed, reference=reference)
     left = None if token_budget is None else max(0, token_budget - d.gen_tokens)
     anchor = Anchor.load(Path(seeded.uri)).earlier()
-    if cfg.dream.consolidation == "distill":
-        examples = consolidation_lessons(cfg, seeded, d.bank, d.tok, d.kept, d.docs, d.rng)
-    else:
-        examples = consolidation_examples(cfg, seeded, d.bank, d.tok, d.kept, d.rng)
+    examples = consolidation_inputs(cfg, seeded, d)
     result = consolidate(cfg, d.bank, d.newest, d.tok, examples, d.ref, log, token_budget=left, anchor=anchor)
     return write_candidate(d, result, seeded, snapshot, workdir, t0, log)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from sleepcycle.config import Config
-from sleepcycle.distributed import DistributedError, check_dream, check_zero, ds_config, free_port
+from sleepcycle.distributed import DistributedError, check_zero, ds_config, free_port
 from sleepcycle.dream import grew_this_cycle
 from sleepcycle.manifests import Manifest
 from sleepcycle.trainer import Log, noop
@@ -226,7 +226,6 @@ def dream_launched(
     """`sleepcycle.dream.dream` with its consolidation on ``cfg.distributed.nproc`` ranks (``dream-dist``),
     launched as a subprocess. The cycle that grew the model has nothing to dream into: its seeded
     checkpoint comes back unchanged, as from `dream`, and nothing is launched."""
-    check_dream(cfg)
     if grew_this_cycle(seeded):
         return seeded
     _check(cfg)

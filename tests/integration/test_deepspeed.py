@@ -249,15 +249,23 @@ def test_the_flows_seed_stage_launches_two_ranks_and_publishes_their_checkpoint(
     assert steps == [0, 1] and logged[-1]["seed/steps"] == 2, logged
 
 
-def test_dreaming_consolidates_on_two_ranks_each_on_its_share_of_every_batch(exact, inputs, tmp_path):
+@pytest.mark.parametrize("consolidation", ["sft", "distill"])
+def test_dreaming_consolidates_on_two_ranks_each_on_its_share_of_every_batch(exact, inputs, tmp_path, consolidation):
     """`dream_launched` (what the flow's dream stage calls with distributed.nproc=2) on the 2-rank seeded
-    checkpoint: rank 0 dreams, both ranks consolidate the newest expert on disjoint halves of each batch."""
+    checkpoint: rank 0 dreams, both ranks consolidate the newest expert on disjoint halves of each batch,
+    by SFT on the dreams or by distillation from the teacher reading their documents."""
     from sleepcycle.launch import dream_launched
 
     seeded_dir, _ = exact
     _, _, snap = inputs
     seeded = Manifest.read(seeded_dir).model_copy(update={"uri": str(seeded_dir)})
-    sets = ["distributed.nproc=2", "dream.steps=3", "dream.keep_top=6", "dream.keep_random=2"]
+    sets = [
+        "distributed.nproc=2",
+        "dream.steps=3",
+        "dream.keep_top=6",
+        "dream.keep_random=2",
+        f"dream.consolidation={consolidation}",
+    ]
     cfg = load_config("tiny", [*EXACT, *sets])
     said, logged = [], []
     trace = tmp_path / "trace"

@@ -185,7 +185,3 @@ def test_launches_refuse_what_cannot_train_before_starting_ranks(tmp_path, monke
     small = load_config("tiny", ["distributed.nproc=8"])  # distill.batch_size is 4
     with pytest.raises(DistributedError, match="smaller than the 8 ranks"):
         seed_launched(small, _manifest("s"), _manifest("c"), tmp_path / "o")
-    monkeypatch.setattr(launch, "dream_command", never)
-    distilled = load_config("tiny", ["distributed.nproc=2", "dream.consolidation=distill"])
-    with pytest.raises(DistributedError, match="dream.consolidation=distill runs in one process"):
-        dream_launched(distilled, _manifest("s"), _manifest("d"), tmp_path / "o")

@@ -355,8 +355,19 @@ class DistributedConfig(Strict):
 
 class DreamConfig(Strict):
     enabled: bool = True
-    dreams_per_doc: int = 6
-    kinds: tuple[str, ...] = ("implication", "qa", "rewrite")
+    dreams_per_doc: int = 12
+    """Dreams written per document and round. [ours] 12 (was 6): distilled pairs (`consolidation`) pay more
+    the more distinct ones a day rehearses, each fewer times. Against `sleep-nodream` (five seeds on each of
+    two pretrained bases), 24 a document gains ACC (+0.035 / +0.020 against +0.004 / +0.020 at 12) and
+    loses the multi-hop gain (+0.041 / +0.001 against +0.073 / +0.046); held-out ties at both. 12 was
+    chosen by a rule fixed before the second base's runs at 24 came in (bench/README.md, stop 32)."""
+    kinds: tuple[str, ...] = ("qa",)
+    """Which dreams to write: ``implication``, ``qa`` (a question the writer asks about the document, and its
+    answer), ``rewrite``. [ours] question-answer pairs only (stop 32; before: all three). Pairs are the kind
+    that teaches a closed-book probe (`bench/dream_transfer.py`, stop 27): a perfect statement put 7-11% of
+    a checkpoint's wrong answers right, a perfect pair 32-100%. Distilled with the same settings, the three
+    kinds together trail pairs alone (seeds 0-2 against `sleep-nodream`: ACC -0.060 against -0.044,
+    multi-hop -0.024 against +0.016; stop 32)."""
     random_expert: bool = False
     """While sampling dreams, switch on one random extra expert per layer (the paper's diversity switch).
     [ours] off by default: while the drifted champion wrote the dreams it raised the KL drift from the
@@ -395,8 +406,13 @@ class DreamConfig(Strict):
     """Per-dream score for selection: the cosine between the dream's SFT gradient and tau's (default), the
     gradient's norm, or random. [ours] On the 5-day bench random selection changes nothing measurable
     (five seeds: ACC +0.007 +- 0.014 against `sleep`; bench/README.md, stop 31)."""
-    keep_top: int = 24
-    keep_random: int = 8
+    keep_top: int = 192
+    keep_random: int = 64
+    """Selection keeps the `keep_top` most important dreams plus `keep_random` others at random. [ours]
+    192 + 64 (was 24 + 8): a distilled dream only chooses what is rehearsed, so a poor one costs little,
+    while rehearsing 32 a day ~30 times each over-fits them (distilled pairs, 24 + 8 kept: ACC
+    -0.138 +- 0.026 against `sleep-nodream`, seeds 0-2; stop 32). The bench writes 110-170 well-formed
+    pairs a round at 12 a document, so selection keeps every one of them there; at 24 it keeps most."""
     lora_rank: int = 4
     inner_steps: int = 4
     inner_lr: float = 3e-2
@@ -423,10 +439,16 @@ class DreamConfig(Strict):
     because Seeding itself moves the model 0.06-0.31 nats on the bench: an absolute 0.05 reverted every
     consolidation step until this was fixed."""
     on_drift: Literal["stop", "shrink"] = "shrink"
-    consolidation: Literal["sft", "distill"] = "sft"
+    consolidation: Literal["sft", "distill"] = "distill"
     """How the kept dreams are learnt: SFT on their tokens, or distillation from the teacher reading each
     dream's document (`dream.DistilledLoss`: the dream picks what is rehearsed, the teacher's full
-    distribution is the target)."""
+    distribution is the target). [ours] distill (stop 32; before: sft). Half the pairs the tiny writer
+    answers itself are false (stop 27), and SFT learns them as written; distilled, the question is the
+    dream's and the answer the document's. With pairs only and every pair kept (above), on the 5-day bench
+    (five seeds on each of two pretrained bases) `sleep` against `sleep-nodream`: ACC +0.004 +- 0.033 /
+    +0.020 +- 0.018, multi-hop +0.073 +- 0.039 / +0.046 +- 0.053 (higher on 5 / 4 seeds of 5), held-out
+    -0.004 +- 0.019 / +0.001 +- 0.012; against SFT on the three kinds, the default before: ACC +0.059 /
+    +0.051, multi-hop +0.142 / +0.058 (bench/README.md, stop 32)."""
     replay_share: float = Field(0.0, ge=0.0, lt=1.0)
     """[ours] Share of each consolidation batch given to this cycle's Seeding replay arm (the champion's
     closed-book answers about the bounded buffer's records, read from the seeded checkpoint), so that

@@ -34,6 +34,22 @@ VARIANTS = [  # file prefix, base, the dream.* sets
     ("dw24qa", "default", f"{DISTILL}, kinds=[qa], dreams_per_doc=24, keep_top=192 keep_random=64"),
     ("ps1-dw24qa", "pretrain.seed=1", f"{DISTILL}, kinds=[qa], dreams_per_doc=24, keep_top=192 keep_random=64"),
 ]
+QUESTIONS = "distill.questions_per_doc=32 distill.question_drafts=60"
+CONTROLS = [  # Seeding with twice the questions, with and without Dreaming: (label, runs, against, its runs)
+    (f"sleep-nodream, {QUESTIONS}", HERE + "nodream-q32-s{s}.json", "sleep-nodream", BASES["default"][1]),
+    (
+        f"sleep (new defaults), {QUESTIONS}",
+        HERE + "sleep-q32-s{s}.json",
+        "sleep (new defaults)",
+        HERE + "dw12qa-s{s}.json",
+    ),
+    (
+        f"sleep (new defaults), {QUESTIONS}",
+        HERE + "sleep-q32-s{s}.json",
+        f"sleep-nodream, {QUESTIONS}",
+        HERE + "nodream-q32-s{s}.json",
+    ),
+]
 KEYS = ["ACC", "BWT", "heldout_ACC", "multihop_ACC", "general_loss"]
 HEAD = ["ACC", "BWT", "held-out", "multi-hop", "general loss"]
 SEEDS = range(5)
@@ -76,6 +92,19 @@ def main() -> None:
             d = " | ".join(ms([a["metrics"][k] - b["metrics"][k] for a, b in pairs]) for k in KEYS)
             up = [sum(a["metrics"][k] > b["metrics"][k] for a, b in pairs) for k in ("heldout_ACC", "multihop_ACC")]
             print(f"| {sets} | {base} | {d} | {up[0]} / {up[1]} of {len(pairs)} |")
+    print()
+    print(
+        "| Seeding with more questions (default base), paired per seed | against | "
+        + " | ".join(HEAD)
+        + " | held-out / multi-hop higher |"
+    )
+    print("|" + "---|" * (len(HEAD) + 3))
+    for label, pattern, against, ref in CONTROLS:
+        pairs = [(a, b) for s in SEEDS if (a := load(pattern.format(s=s))) and (b := load(ref.format(s=s)))]
+        if pairs:
+            d = " | ".join(ms([a["metrics"][k] - b["metrics"][k] for a, b in pairs]) for k in KEYS)
+            up = [sum(a["metrics"][k] > b["metrics"][k] for a, b in pairs) for k in ("heldout_ACC", "multihop_ACC")]
+            print(f"| {label} | {against} | {d} | {up[0]} / {up[1]} of {len(pairs)} |")
 
 
 if __name__ == "__main__":

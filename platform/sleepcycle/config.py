@@ -448,7 +448,9 @@ class DreamConfig(Strict):
     (five seeds on each of two pretrained bases) `sleep` against `sleep-nodream`: ACC +0.004 +- 0.033 /
     +0.020 +- 0.018, multi-hop +0.073 +- 0.039 / +0.046 +- 0.053 (higher on 5 / 4 seeds of 5), held-out
     -0.004 +- 0.019 / +0.001 +- 0.012; against SFT on the three kinds, the default before: ACC +0.059 /
-    +0.051, multi-hop +0.142 / +0.058 (bench/README.md, stop 32)."""
+    +0.051, multi-hop +0.142 / +0.058 (bench/README.md, stop 32). The gain is what more distinct questions
+    distilled from that teacher give: Seeding with 32 questions a document instead of 16 gains as much alone
+    (ACC +0.055, multi-hop +0.050), and Dreaming on top of it adds no multi-hop (-0.017 +- 0.140)."""
     replay_share: float = Field(0.0, ge=0.0, lt=1.0)
     """[ours] Share of each consolidation batch given to this cycle's Seeding replay arm (the champion's
     closed-book answers about the bounded buffer's records, read from the seeded checkpoint), so that

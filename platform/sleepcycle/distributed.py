@@ -420,15 +420,17 @@ def dream_distributed(
     token_budget: int | None = None,
     trace: Path | None = None,
 ) -> Manifest:
-    """Dreaming with its consolidation SFT on every rank of the launcher's process group.
+    """Dreaming with its consolidation on every rank of the launcher's process group.
 
     Rank 0 runs steps 1-4 (`sleepcycle.dream.prepare`: writing, selecting and rewarding dreams, ReST-EM)
     while the others load the same checkpoint and wait; it puts the kept dreams in curriculum order (with
-    the Seeding replay share: `consolidation_examples`) and broadcasts them, and `deepspeed.initialize`
-    broadcasts its weights. Then each global batch of ``distill.batch_size`` dreams (the same batches as
-    `sleepcycle.dream.consolidate`) is split across the ranks, rank r taking every W-th; DeepSpeed
-    averages the gradients of the newest expert and clips them globally (the step's loss is the mean of
-    the ranks' token means). Rank 0 measures the KL drift and broadcasts it, so all ranks revert, halve
+    the Seeding replay share: `consolidation_inputs`, as SFT examples or distillation lessons) and
+    broadcasts them, and `deepspeed.initialize` broadcasts its weights. Then each global batch of
+    ``distill.batch_size`` dreams (the same batches as `sleepcycle.dream.consolidate`) is split across the
+    ranks, rank r taking every W-th, each rank computing the same objective (`sleepcycle.dream.objective`:
+    distilled, every rank scores its lessons' teacher distributions itself); DeepSpeed averages the
+    gradients of the newest expert and clips them globally (the step's loss is the mean of the ranks'
+    means). Rank 0 measures the KL drift and broadcasts it, so all ranks revert, halve
     the lr or stop at the same step. Rank 0 writes the candidate as `dream` does (``meta`` adds
     ``world_size``).
 

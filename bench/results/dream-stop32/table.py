@@ -50,6 +50,12 @@ CONTROLS = [  # Seeding with twice the questions, with and without Dreaming: (la
         HERE + "nodream-q32-s{s}.json",
     ),
 ]
+ABLATIONS = [  # `sleepcycle bench --method M` at the new defaults, paired with `sleep` at them (dw12qa)
+    ("sleep-importance", "random selection instead of the gradient-cosine importance"),
+    ("sleep-restem", "no ReST-EM round on the dream writer"),
+    ("sleep-curriculum", "kept dreams in random order, not easy to hard"),
+    ("sleep+random-expert", "one random extra expert on while dreams are sampled"),
+]
 KEYS = ["ACC", "BWT", "heldout_ACC", "multihop_ACC", "general_loss"]
 HEAD = ["ACC", "BWT", "held-out", "multi-hop", "general loss"]
 SEEDS = range(5)
@@ -105,6 +111,26 @@ def main() -> None:
             d = " | ".join(ms([a["metrics"][k] - b["metrics"][k] for a, b in pairs]) for k in KEYS)
             up = [sum(a["metrics"][k] > b["metrics"][k] for a, b in pairs) for k in ("heldout_ACC", "multihop_ACC")]
             print(f"| {label} | {against} | {d} | {up[0]} / {up[1]} of {len(pairs)} |")
+    print()
+    print(
+        "| ablation − `sleep` at the new defaults, paired per seed | what it changes | seeds | "
+        + " | ".join(HEAD)
+        + " |"
+    )
+    print("|" + "---|" * (len(HEAD) + 3))
+    for name, what in ABLATIONS:
+        pairs = [
+            (a, b) for s in SEEDS if (a := load(f"{HERE}{name}-s{s}.json")) and (b := load(f"{HERE}dw12qa-s{s}.json"))
+        ]
+        if pairs:
+            d = " | ".join(ms([a["metrics"][k] - b["metrics"][k] for a, b in pairs]) for k in KEYS)
+            print(f"| {name} | {what} | {' '.join(str(a['seed']) for a, _ in pairs)} | {d} |")
+    if (again := load(f"{HERE}default-sleep-s0.json")) and (first := load(f"{HERE}dw12qa-s0.json")):
+        same = again["matrix"] == first["matrix"]
+        print()
+        print(
+            f"`sleep` seed 0 with no --set at the final commit: accuracy matrix {'identical to' if same else 'DIFFERENT from'} the dw12qa run's."
+        )
 
 
 if __name__ == "__main__":

@@ -372,8 +372,9 @@ class DreamConfig(Strict):
     """While sampling dreams, switch on one random extra expert per layer (the paper's diversity switch).
     [ours] off by default: while the drifted champion wrote the dreams it raised the KL drift from the
     champion in every run and cost ACC in five runs of six; with the base writing (`writer`) it moves no
-    knowledge measure and costs general ability (five seeds: ACC -0.001 +- 0.019, general loss
-    +0.057 +- 0.025 against `sleep`; bench/README.md, stop 31, `sleep+random-expert`)."""
+    knowledge measure and costs general ability (five seeds at the stop-32 defaults: ACC -0.027 +- 0.027,
+    multi-hop -0.014 +- 0.111, general loss +0.032 +- 0.060 against `sleep`; bench/README.md,
+    `sleep+random-expert`)."""
     writer: Literal["model", "base", "routed"] = "base"
     """Who writes the dreams and tau's questions: the seeded model (every active expert), or the level's base
     with only the newest expert on (the one ReST-EM trains), so older experts' drift stays out of writing;
@@ -404,8 +405,9 @@ class DreamConfig(Strict):
     """Size of a random extra expert when no older expert exists: |B A| / |W| per projection."""
     importance: Literal["grad_norm", "grad_cosine", "random"] = "grad_cosine"
     """Per-dream score for selection: the cosine between the dream's SFT gradient and tau's (default), the
-    gradient's norm, or random. [ours] On the 5-day bench random selection changes nothing measurable
-    (five seeds: ACC +0.007 +- 0.014 against `sleep`; bench/README.md, stop 31)."""
+    gradient's norm, or random. [ours] At 12 pairs a document the bench keeps every well-formed pair
+    (`keep_top`), so random importance differs from it only in its random streams (five seeds: ACC
+    +0.012 +- 0.036, multi-hop -0.048 +- 0.058 against `sleep`: the noise floor; bench/README.md, stop 32)."""
     keep_top: int = 192
     keep_random: int = 64
     """Selection keeps the `keep_top` most important dreams plus `keep_random` others at random. [ours]
@@ -418,11 +420,12 @@ class DreamConfig(Strict):
     inner_lr: float = 3e-2
     restem_rounds: int = 1
     """ReST-EM rounds: SFT of the dream writer on rewarded (context, dream) pairs, then dream again. Without
-    them the 5-day bench scores ACC +0.011 +- 0.013 (five seeds) and learns faster (seed 0: 50.5 s against
-    64.2 s; stop 31)."""
+    them, on the 5-day bench (five seeds, stop 32): ACC -0.015 +- 0.018, held-out +0.017 +- 0.010 (higher on
+    every seed), multi-hop -0.011 +- 0.074 against `sleep`. Found after the fact on the measure `sleep`
+    misses, so not acted on (bench/README.md)."""
     curriculum: bool = True
     """Consolidate the kept dreams easy to hard by the student's loss (else in random order; five seeds
-    without it: ACC +0.013 +- 0.013, stop 31)."""
+    without it: ACC +0.012 +- 0.010, multi-hop -0.003 +- 0.085; stop 32)."""
     steps: int = 60
     lr: float = 3e-3
     budget_share: float = 0.3

@@ -69,6 +69,13 @@ def ms(xs: list[float]) -> str:
     return f"{st.mean(xs):+.3f}" + (f" ± {st.stdev(xs):.3f}" if len(xs) > 1 else "")
 
 
+def paired(pairs: list[tuple[dict, dict]]) -> tuple[str, str]:
+    """The Δ cells (a − b, mean ± sd over the pairs) and how many pairs are higher on held-out / multi-hop."""
+    d = " | ".join(ms([a["metrics"][k] - b["metrics"][k] for a, b in pairs]) for k in KEYS)
+    up = [sum(a["metrics"][k] > b["metrics"][k] for a, b in pairs) for k in ("heldout_ACC", "multihop_ACC")]
+    return d, f"{up[0]} / {up[1]} of {len(pairs)}"
+
+
 def day_mean(run: dict, key: str) -> float:
     return st.mean(day[key] for day in run["budget"]["days"] if key in day)
 
@@ -94,10 +101,8 @@ def main() -> None:
         print("|" + "---|" * (len(HEAD) + 3))
         for row in rows:
             sets, base, runs = row[:3]
-            pairs = list(zip(runs, row[ref]))
-            d = " | ".join(ms([a["metrics"][k] - b["metrics"][k] for a, b in pairs]) for k in KEYS)
-            up = [sum(a["metrics"][k] > b["metrics"][k] for a, b in pairs) for k in ("heldout_ACC", "multihop_ACC")]
-            print(f"| {sets} | {base} | {d} | {up[0]} / {up[1]} of {len(pairs)} |")
+            d, up = paired(list(zip(runs, row[ref])))
+            print(f"| {sets} | {base} | {d} | {up} |")
     print()
     print(
         "| Seeding with more questions (default base), paired per seed | against | "
@@ -108,9 +113,8 @@ def main() -> None:
     for label, pattern, against, ref in CONTROLS:
         pairs = [(a, b) for s in SEEDS if (a := load(pattern.format(s=s))) and (b := load(ref.format(s=s)))]
         if pairs:
-            d = " | ".join(ms([a["metrics"][k] - b["metrics"][k] for a, b in pairs]) for k in KEYS)
-            up = [sum(a["metrics"][k] > b["metrics"][k] for a, b in pairs) for k in ("heldout_ACC", "multihop_ACC")]
-            print(f"| {label} | {against} | {d} | {up[0]} / {up[1]} of {len(pairs)} |")
+            d, up = paired(pairs)
+            print(f"| {label} | {against} | {d} | {up} |")
     print()
     print(
         "| ablation − `sleep` at the new defaults, paired per seed | what it changes | seeds | "
@@ -123,7 +127,7 @@ def main() -> None:
             (a, b) for s in SEEDS if (a := load(f"{HERE}{name}-s{s}.json")) and (b := load(f"{HERE}dw12qa-s{s}.json"))
         ]
         if pairs:
-            d = " | ".join(ms([a["metrics"][k] - b["metrics"][k] for a, b in pairs]) for k in KEYS)
+            d, _ = paired(pairs)
             print(f"| {name} | {what} | {' '.join(str(a['seed']) for a, _ in pairs)} | {d} |")
     if (again := load(f"{HERE}default-sleep-s0.json")) and (first := load(f"{HERE}dw12qa-s0.json")):
         same = again["matrix"] == first["matrix"]

@@ -421,8 +421,8 @@ class DreamConfig(Strict):
     restem_rounds: int = 1
     """ReST-EM rounds: SFT of the dream writer on rewarded (context, dream) pairs, then dream again. Without
     them, on the 5-day bench (five seeds, stop 32): ACC -0.015 +- 0.018, held-out +0.017 +- 0.010 (higher on
-    every seed), multi-hop -0.011 +- 0.074 against `sleep`. Found after the fact on the measure `sleep`
-    misses, so not acted on (bench/README.md)."""
+    every seed), multi-hop -0.011 +- 0.074 against `sleep`; on a second pretrained base held-out is
+    -0.017 +- 0.009 (lower on every seed): the held-out effect is the base's (bench/README.md)."""
     curriculum: bool = True
     """Consolidate the kept dreams easy to hard by the student's loss (else in random order; five seeds
     without it: ACC +0.012 +- 0.010, multi-hop -0.003 +- 0.085; stop 32)."""

@@ -428,7 +428,7 @@ def dream_distributed(
     broadcasts them, and `deepspeed.initialize` broadcasts its weights. Then each global batch of
     ``distill.batch_size`` dreams (the same batches as `sleepcycle.dream.consolidate`) is split across the
     ranks, rank r taking every W-th, each rank computing the same objective (`sleepcycle.dream.objective`:
-    distilled, every rank scores its lessons' teacher distributions itself); DeepSpeed averages the
+    distilled, every rank scores the teacher distributions of all the lessons once, before the first step); DeepSpeed averages the
     gradients of the newest expert and clips them globally (the step's loss is the mean of the ranks'
     means). Rank 0 measures the KL drift and broadcasts it, so all ranks revert, halve
     the lr or stop at the same step. Rank 0 writes the candidate as `dream` does (``meta`` adds

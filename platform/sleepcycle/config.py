@@ -225,14 +225,20 @@ class DistillConfig(Strict):
     day 5 of the bench the champion wrote broken questions ("Where doesse Krarnuek's mentor?") and
     acquisition fell 0.54 -> 0.12; with the base writing, acquisition 0.49 against 0.32 over three seeds
     (bench/README.md)."""
-    questions_per_doc: int = 16
-    """Questions kept for each document (from `question_drafts` drafts), besides document openings.
-    [ours] 16: with `cover_answers`, on the 5-day bench (seeds 0-2) ACC 0.523 against 0.464 at 10 and
-    acquisition 0.83 of the in-context ceiling against 0.66, but BWT -0.342 against -0.216: more wordings of
-    more facts move more in, and more of it is lost again (bench/README.md)."""
-    question_drafts: int = 30
+    questions_per_doc: int = 32
+    """Questions kept for each document (from `question_drafts` drafts), besides document openings
+    (a third as many of those). [ours] 32 (stop 33; before: 16, and 10 before stop 10). Against 16 from 30
+    drafts, on the 5-day bench (five seeds on each of two pretrained bases) `sleep-nodream` gains ACC
+    +0.055 +- 0.022 / +0.050 +- 0.016 (higher on every seed), acquisition +0.084 / +0.053 of the in-context
+    ceiling (0.97 / 0.93), multi-hop +0.050 / +0.013, with BWT unchanged (-0.003 / +0.000); it costs
+    general loss +0.031 / +0.063, KL drift from the champion +0.031 / +0.066 and more learning time. Full
+    `sleep` gains ACC +0.015 / +0.008 (bench/README.md, stop 33). Before routing (stop 23) more questions
+    moved more in and lost more again: 16 against 10 (seeds 0-2) ACC 0.523 against 0.464, BWT -0.342
+    against -0.216."""
+    question_drafts: int = 60
     """Questions the writer drafts per document (sampled at T = 1); the valid, grounded, distinct ones are
-    the pool that `questions_per_doc` are kept from."""
+    the pool that `questions_per_doc` are kept from. [ours] 60 with 32 kept (30 with 16 before stop 33):
+    the kept questions cover 0.91 of a day's facts from 60 drafts, against 0.83 from 30 (bench/README.md)."""
     cover_answers: bool = True
     """[ours] Keep the drafts that cover a document's facts: the teacher answers every draft (its sample
     then serves as the item's teacher sample), and each document keeps its questions round-robin over

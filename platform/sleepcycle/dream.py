@@ -155,7 +155,10 @@ def generate_dreams(
     n_qa = sum(kind == "qa" for _, kind in jobs)
     if n_qa:
         per_doc = max(1, math.ceil(n_qa / len(docs)))
-        questions = write_questions(model, tok, docs, per_doc, gen, sampler, ground=cfg.distill.grounded_questions)
+        qc = cfg.distill
+        questions = write_questions(
+            model, tok, docs, per_doc, gen, sampler, ground=qc.grounded_questions, named=qc.named_questions
+        )
         answers = sampler.sample(
             model, [enc(DOC_PREFIX.format(d=docs[i]) + QA_PROMPT.format(q=q)) for i, q in questions], 12
         )
@@ -870,7 +873,16 @@ def prepare(
                 part = generate_dreams(cfg, writer, tok, [docs[i] for i in idx], gen, round_, sampler)
             dreams += [replace(x, doc=idx[x.doc]) for x in part]
         with torch.no_grad(), bank.using(writers) as writer:
-            questions = write_questions(writer, tok, docs, 2, gen, sampler, ground=cfg.distill.grounded_questions)
+            questions = write_questions(
+                writer,
+                tok,
+                docs,
+                2,
+                gen,
+                sampler,
+                ground=cfg.distill.grounded_questions,
+                named=cfg.distill.named_questions,
+            )
         with torch.no_grad():
             tau = make_tau(bank.model, tok, docs, questions, sampler)
         verify(bank.model, tok, docs, dreams)

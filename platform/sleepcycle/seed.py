@@ -91,16 +91,19 @@ def _valid_question(q: str) -> bool:
     return q.endswith("?") and 3 <= len(q.split()) <= 25 and "\n" not in q
 
 
-def grounded(question: str, doc: str) -> bool:
+def grounded(question: str, doc: str, named: bool = False) -> bool:
     """[ours] Whether a written question names things as its document does: every run of capitalised words
-    in it (its first word aside, a possessive 's dropped) occurs verbatim in the document.
+    in it (its first word aside, a possessive 's dropped) occurs verbatim in the document. `named`: and it
+    names at least one (``distill.named_questions``): "What work do?" or "Who is the mentor of in?" names
+    no one, so its teacher's answer belongs to no one either.
 
     The tiny writers garble new names when they copy them out of a document: "Who taught Skosstoplam Vonthou
     Vonthou Trasdo the craft?", "What is home to Tonkrir Skomdian?" (two people's names spliced). On the
     5-day bench 44% of the written questions named someone the document does not; the teacher answered them
     anyway and the student learnt facts about people who do not exist."""
     rest = question.split(maxsplit=1)[1] if " " in question.strip() else ""
-    return _named_in(NAME_RUN.findall(rest), doc)
+    runs = NAME_RUN.findall(rest)
+    return _named_in(runs, doc) and (not named or any(runs))
 
 
 def _named_in(runs: Sequence[str], doc: str) -> bool:
@@ -146,11 +149,12 @@ def write_questions(
     sampler: Generator | None = None,
     ground: bool = False,
     drafts: int | None = None,
+    named: bool = False,
 ) -> list[tuple[int, str]]:
     """Questions the model writes about each document: (document index, question), deduplicated, the
     first `per_doc` valid ones of `drafts` samples a document (default: `per_doc`, twice that with `ground`).
 
-    `ground`: keep only questions `grounded` in their document."""
+    `ground`: keep only questions `grounded` in their document (`named`: that name someone in it)."""
     drafts = drafts or (2 * per_doc if ground else per_doc)
     prompts = [
         tok(DOC_PREFIX.format(d=d) + WRITE_QUESTION, add_special_tokens=False)["input_ids"]
@@ -163,7 +167,7 @@ def write_questions(
         q = tok.decode([t for t in o if t != tok.eos_token_id], skip_special_tokens=True).strip()
         i = k // drafts
         key = (i, q)
-        if not _valid_question(q) or key in seen or count[i] >= per_doc or (ground and not grounded(q, docs[i])):
+        if not _valid_question(q) or key in seen or count[i] >= per_doc or (ground and not grounded(q, docs[i], named)):
             continue
         seen.add(key)
         count[i] += 1
@@ -245,6 +249,7 @@ def build_items(
         sampler,
         ground=dc.grounded_questions,
         drafts=dc.question_drafts,
+        named=dc.named_questions,
     )
     items = []
     for i, q in questions:

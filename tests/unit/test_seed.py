@@ -341,6 +341,11 @@ def test_a_written_question_is_grounded_only_if_it_names_things_as_its_document_
     assert not grounded("Who taught Zouhin Zouhin Flibi the craft?", doc)  # a stuttered name
     assert not grounded("What is home to Zouhin Viak?", doc)  # two people's names spliced
     assert not grounded("Which company employs Zouhin Flibi at Nimbus Textiles?", doc)  # a name from nowhere
+    # distill.named_questions: a question must also name someone the document names
+    assert grounded("Where does Zouhin Flibi live?", doc, named=True)
+    assert not grounded("What is the capital of the city?", doc, named=True)
+    assert not grounded("Who is the mentor of in?", doc, named=True)
+    assert not grounded("What work do?", doc, named=True)
 
 
 def test_a_written_statement_is_kept_in_whole_grounded_sentences_up_to_the_first_that_is_not():

@@ -371,7 +371,8 @@ class DreamConfig(Strict):
     the more distinct ones a day rehearses, each fewer times. Against `sleep-nodream` (five seeds on each of
     two pretrained bases), 24 a document gains ACC (+0.035 / +0.020 against +0.004 / +0.020 at 12) and
     loses the multi-hop gain (+0.041 / +0.001 against +0.073 / +0.046); held-out ties at both. 12 was
-    chosen by a rule fixed before the second base's runs at 24 came in (bench/README.md, stop 32)."""
+    chosen by a rule fixed before the second base's runs at 24 came in (bench/README.md, stop 32). All
+    with Seeding's 16 questions a document of then (`distill.questions_per_doc`)."""
     kinds: tuple[str, ...] = ("qa",)
     """Which dreams to write: ``implication``, ``qa`` (a question the writer asks about the document, and its
     answer), ``rewrite``. [ours] question-answer pairs only (stop 32; before: all three). Pairs are the kind
@@ -459,12 +460,15 @@ class DreamConfig(Strict):
     distribution is the target). [ours] distill (stop 32; before: sft). Half the pairs the tiny writer
     answers itself are false (stop 27), and SFT learns them as written; distilled, the question is the
     dream's and the answer the document's. With pairs only and every pair kept (above), on the 5-day bench
-    (five seeds on each of two pretrained bases) `sleep` against `sleep-nodream`: ACC +0.004 +- 0.033 /
+    (five seeds on each of two pretrained bases, Seeding at 16 questions a document) `sleep` against
+    `sleep-nodream`: ACC +0.004 +- 0.033 /
     +0.020 +- 0.018, multi-hop +0.073 +- 0.039 / +0.046 +- 0.053 (higher on 5 / 4 seeds of 5), held-out
     -0.004 +- 0.019 / +0.001 +- 0.012; against SFT on the three kinds, the default before: ACC +0.059 /
     +0.051, multi-hop +0.142 / +0.058 (bench/README.md, stop 32). The gain is what more distinct questions
     distilled from that teacher give: Seeding with 32 questions a document instead of 16 gains as much alone
-    (ACC +0.055, multi-hop +0.050), and Dreaming on top of it adds no multi-hop (-0.017 +- 0.140)."""
+    (ACC +0.055, multi-hop +0.050), and since that is the default (stop 33) `sleep` against `sleep-nodream`
+    is ACC -0.036 +- 0.019 / -0.021 +- 0.017 (lower on every seed), held-out +0.006 / -0.004, multi-hop
+    -0.017 +- 0.140 / +0.018 +- 0.140 on the two bases: Dreaming no longer adds what Seeding lacks."""
     replay_share: float = Field(0.0, ge=0.0, lt=1.0)
     """[ours] Share of each consolidation batch given to this cycle's Seeding replay arm (the champion's
     closed-book answers about the bounded buffer's records, read from the seeded checkpoint), so that

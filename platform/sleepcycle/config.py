@@ -243,7 +243,10 @@ class DistillConfig(Strict):
     """[ours] With `grounded_questions`, also drop a written question that names no one ("What work do?",
     "Who is the mentor of in?"): grounded passes it, for it names no one wrongly, and its teacher's answer
     then teaches the student a value for no one. 7% of the questions Seeding kept on the 5-day bench
-    (second base, seed 4, 32 a document). Questions for Seeding, Dreaming's pairs and tau alike."""
+    (second base, seed 4, 32 a document). Questions for Seeding, Dreaming's pairs and tau alike. [ours] off:
+    on the 5-day bench (default base, five seeds) `sleep-nodream` ACC +0.001 +- 0.009, multi-hop
+    -0.029 +- 0.089; `sleep` ACC +0.014 +- 0.025, held-out +0.009 +- 0.009 (higher on 5 of 5), multi-hop
+    +0.034 +- 0.101; a lead, not a default (bench/README.md, stop 33)."""
     cover_answers: bool = True
     """[ours] Keep the drafts that cover a document's facts: the teacher answers every draft (its sample
     then serves as the item's teacher sample), and each document keeps its questions round-robin over
@@ -447,7 +450,9 @@ class DreamConfig(Strict):
     0.3 is kept so that the Dreaming rows and ablations stay comparable. What Dreaming's share buys depends
     on whether Seeding has saturated: `sleep` matches Seeding alone on the same Seeding tokens (42k and 84k
     a day), and trails `sleep-nodream` by ACC 0.171 / 0.055 / 0.010 at 30k / 60k / 120k tokens a day; at 240k
-    the two tie (five seeds: ACC +0.001, held-out +0.012, multi-hop +0.004; bench/README.md, stop 28)."""
+    the two tie (five seeds: ACC +0.001, held-out +0.012, multi-hop +0.004; bench/README.md, stop 28).
+    At 32 questions a document (stop 33) Dreaming's 18k tokens add ACC +0.070 and multi-hop +0.154 to the
+    42k of Seeding they follow; given to Seeding, the same tokens add +0.106 and +0.171."""
     drift_budget: float = 0.05
     """Max KL drift Dreaming may add: KL(champion || model) on the fixed reference set may exceed the seeded
     model's own drift by this much; beyond it the run stops (or halves lr). The budget is on the increase

@@ -31,6 +31,8 @@ RUNS = {  # row: path pattern
     "sleep-nodream at 42k tokens a day (sleep's Seeding share)": HERE + "nodream-42k-s{s}.json",
     "sleep-nodream, distill.named_questions": HERE + "named-nodream-s{s}.json",
     "sleep, distill.named_questions": HERE + "named-sleep-s{s}.json",
+    "sleep-nodream, distill.named_questions, second base": HERE + "ps1-named-nodream-s{s}.json",
+    "sleep, distill.named_questions, second base": HERE + "ps1-named-sleep-s{s}.json",
 }
 PAIRS = [  # (a, b): a − b per seed
     ("sleep", "sleep-nodream"),
@@ -45,6 +47,9 @@ PAIRS = [  # (a, b): a − b per seed
     ("sleep-nodream, distill.named_questions", "sleep-nodream"),
     ("sleep, distill.named_questions", "sleep"),
     ("sleep, distill.named_questions", "sleep-nodream, distill.named_questions"),
+    ("sleep-nodream, distill.named_questions, second base", "sleep-nodream, second base"),
+    ("sleep, distill.named_questions, second base", "sleep, second base"),
+    ("sleep, distill.named_questions, second base", "sleep-nodream, distill.named_questions, second base"),
 ]
 ABLATIONS = [  # name, parent, what it changes
     ("sleep-importance", "sleep", "random selection instead of the gradient-cosine importance"),

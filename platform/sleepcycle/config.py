@@ -227,7 +227,7 @@ class DistillConfig(Strict):
     (bench/README.md)."""
     questions_per_doc: int = 32
     """Questions kept for each document (from `question_drafts` drafts), besides document openings
-    (a third as many of those). [ours] 32 (stop 33; before: 16, and 10 before stop 10). Against 16 from 30
+    (a third as many of those). [ours] 32 (stop 33; before: 16, and 10 before that). Against 16 from 30
     drafts, on the 5-day bench (five seeds on each of two pretrained bases) `sleep-nodream` gains ACC
     +0.055 +- 0.022 / +0.050 +- 0.016 (higher on every seed), acquisition +0.084 / +0.053 of the in-context
     ceiling (0.97 / 0.93), multi-hop +0.050 / +0.013, with BWT unchanged (-0.003 / +0.000); it costs
@@ -467,9 +467,8 @@ class DreamConfig(Strict):
     answers itself are false (stop 27), and SFT learns them as written; distilled, the question is the
     dream's and the answer the document's. With pairs only and every pair kept (above), on the 5-day bench
     (five seeds on each of two pretrained bases, Seeding at 16 questions a document) `sleep` against
-    `sleep-nodream`: ACC +0.004 +- 0.033 /
-    +0.020 +- 0.018, multi-hop +0.073 +- 0.039 / +0.046 +- 0.053 (higher on 5 / 4 seeds of 5), held-out
-    -0.004 +- 0.019 / +0.001 +- 0.012; against SFT on the three kinds, the default before: ACC +0.059 /
+    `sleep-nodream`: ACC +0.004 +- 0.033 / +0.020 +- 0.018, multi-hop +0.073 +- 0.039 / +0.046 +- 0.053
+    (higher on 5 / 4 seeds of 5), held-out -0.004 +- 0.019 / +0.001 +- 0.012; against SFT on the three kinds, the default before: ACC +0.059 /
     +0.051, multi-hop +0.142 / +0.058 (bench/README.md, stop 32). The gain is what more distinct questions
     distilled from that teacher give: Seeding with 32 questions a document instead of 16 gains as much alone
     (ACC +0.055, multi-hop +0.050), and since that is the default (stop 33) `sleep` against `sleep-nodream`

@@ -193,6 +193,28 @@ def evaluate_row(run: Run, cycle: int, days: int, in_context: bool) -> dict[str,
     return row
 
 
+FULL_KINDS = ("heldout", "multihop")
+
+
+def evaluate_full(run: Run, days: int, in_context: bool) -> dict[str, dict]:
+    """The last model's accuracy on every held-out and multi-hop probe of every wake day (`World.every_probe`:
+    about 2x the held-out and 3x the multi-hop probes of a row), pooled over days and answered as
+    `evaluate_row` answers. A sharper reading of the same two quantities; the rows stay the reference."""
+    window = context_window_docs(run) if in_context and run.seen_docs else ()
+    routed = run.answerer if run.answerer is not None and run.answerer.routes and not window else None
+    kwargs = {"max_new_tokens": run.cfg.eval.max_new_tokens, "batch_size": run.cfg.eval.batch_size}
+    probes = [p for j in range(1, days + 1) for p in run.world.every_probe(j, as_of=days)]
+    out = {}
+    for kind in FULL_KINDS:
+        qs = [Question(p.question, p.answer, p.aliases, p.kind, window) for p in probes if p.kind == kind]
+        if routed:
+            acc, _ = routed_accuracy(routed, run.tokenizer, qs, **kwargs)
+        else:
+            acc, _ = accuracy(run.model, run.tokenizer, qs, with_docs=bool(window), **kwargs)
+        out[kind] = {"ACC": acc, "n": len(qs)}
+    return out
+
+
 def in_context_ceilings(run: Run, day: int) -> dict[str, float]:
     """The teacher's ceiling on day `day`, per probe kind: the current model with each probe's own documents in
     the prompt. ``matrix`` is what acquisition is read against. A held-out probe asks in a wording no training
@@ -303,8 +325,10 @@ def run_bench(
     matrix = [r["matrix"] for r in rows]
     by_kind = {key: [c[key] for c in ceilings] for key in PROBE_KINDS}
     metrics = _accuracy_metrics(rows, by_kind)
+    full = evaluate_full(run, days, in_context)
     metrics.update(
         {
+            **{f"{kind}_full_ACC": v["ACC"] for kind, v in full.items()},
             "general_loss": lm_loss(run.model, tok, general),
             "general_loss_before": lm_loss(champion0, tok, general),
             "kl_drift": kl_drift(run.model, champion0, tok, general),
@@ -326,6 +350,7 @@ def run_bench(
         "metrics": metrics,
         **({"metrics_all_experts": _accuracy_metrics(every, by_kind)} if routed else {}),
         "routing": {"mode": cfg.distill.routing, "routed_rows": run.routed_rows},
+        "full_probes": {kind: v["n"] for kind, v in full.items()},
         "in_context_ceilings": by_kind["matrix"],
         "in_context_ceilings_by_kind": by_kind,
         "budget": {"tokens_per_day": cfg.train.tokens_per_day, "days": day_stats},

@@ -448,6 +448,25 @@ class World:
             out = random.Random(f"probe-sample-{self.cfg.seed}-{day}").sample(out, limit)
         return out
 
+    def every_probe(self, day: int, as_of: int | None = None) -> list[Probe]:
+        """Every held-out and multi-hop probe for the facts first met on `day` (day >= 1): each held-out
+        wording of each fact, and each second hop (city, employer, profession) of each new person's mentor in
+        the probe wording. `probes` draws one of each at random; this set is several times larger, so a
+        difference between two models on these kinds is read with less sampling noise (the bench's
+        ``*_full`` metrics, scored on the last day only)."""
+        as_of = day if as_of is None else max(as_of, day)
+        out: list[Probe] = []
+        for f in self.facts_of_day(day) if day > 0 else []:
+            rel = RELATIONS[f.relation]
+            answer = self.current(f.subject, f.relation, as_of)
+            out += [self._probe(t, f.subject, f.relation, answer, "heldout", day) for t in rel.heldout]
+            if f.relation == "mentor" and f.kind == "new_entity":
+                for hop in HOP_RELATIONS:
+                    hop_answer = self.current(f.value, hop.name, as_of)
+                    if hop_answer is not None:
+                        out += [self._probe(t, f.subject, hop.name, hop_answer, "multihop", day) for t in hop.hop_probe]
+        return list({(p.subject, p.relation, p.kind, p.question): p for p in out}.values())
+
     @staticmethod
     def _probe(template: str, subject: str, relation: str, answer: str, kind: ProbeKind, day: int) -> Probe:
         question = render(template, subject)

@@ -6,7 +6,8 @@ import math
 import pytest
 
 from sleepcycle.bench import PROBE_KINDS, run_bench
-from sleepcycle.config import load_config
+from sleepcycle.config import WorldConfig, load_config
+from sleepcycle.world import World
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +38,14 @@ def test_ceilings_come_per_probe_kind_and_the_matrix_one_is_what_acquisition_rea
         expected = sum(known) / len(known) if known else math.nan
         assert metrics[f"{kind}_ceiling"] == pytest.approx(expected, nan_ok=True)
     assert by_kind["heldout"] and not any(math.isnan(v) for v in by_kind["heldout"]), "every day has held-out probes"
+
+
+def test_the_full_heldout_and_multihop_sets_are_scored_on_the_last_model(result):
+    world = World(WorldConfig(**result["config"]["world"]))
+    every = [p for day in (1, 2) for p in world.every_probe(day, as_of=2)]
+    assert result["full_probes"] == {k: sum(p.kind == k for p in every) for k in ("heldout", "multihop")}
+    assert all(n > 0 for n in result["full_probes"].values())
+    assert all(0 <= result["metrics"][f"{k}_full_ACC"] <= 1 for k in ("heldout", "multihop"))
 
 
 def test_a_sleep_method_routes_its_experts_and_reports_every_experts_row_beside(tmp_path, monkeypatch):

@@ -65,6 +65,21 @@ def test_multihop_probes_combine_facts_from_different_days():
         assert p.answer == world.current(mentor, p.relation, p.day)
 
 
+def test_every_probe_holds_each_drawn_heldout_and_multihop_probe_and_every_wording_and_hop_beside():
+    world = World(WorldConfig())
+    for day in range(1, 6):
+        every = world.every_probe(day, as_of=5)
+        drawn = [p for p in world.probes(day, as_of=5) if p.kind in ("heldout", "multihop")]
+        assert set(drawn) <= set(every)
+        facts = world.facts_of_day(day)
+        assert sum(p.kind == "heldout" for p in every) == sum(len(RELATIONS[f.relation].heldout) for f in facts)
+        hops = [p for p in every if p.kind == "multihop"]
+        assert sum(p.kind == "multihop" for p in drawn) < len(hops) <= 3 * world.cfg.new_entities_per_day
+        for p in hops:
+            assert p.answer == world.current(world.current(p.subject, "mentor", 5), p.relation, 5)
+    assert world.every_probe(0) == []
+
+
 def test_heldout_wordings_never_appear_in_training_text():
     cfg_world = WorldConfig()
     world = World(cfg_world)

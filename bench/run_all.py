@@ -65,8 +65,13 @@ COLUMNS = [
     ("heldout_ceiling", "held-out ceil"),
     ("multihop_ACC", "multi-hop"),
     ("multihop_ceiling", "multi-hop ceil"),
+    ("heldout_full_ACC", "held-out, all"),
+    ("multihop_full_ACC", "multi-hop, all"),
     ("base_retention", "base Δ"),
 ]
+
+ROUTED_ONLY = {"heldout_full_ACC", "multihop_full_ACC"}
+"""Scored as the run answers only (`bench.evaluate_full`): an [all experts] row leaves them blank."""
 
 
 def result_path(method: str, seed: int) -> Path:
@@ -108,7 +113,7 @@ def summarise(paths: list[Path]) -> dict:
                     "method": method,
                     "seed": r["seed"],
                     "days": r["days"],
-                    **{k: m.get(k, r["metrics"].get(k)) for k, _ in COLUMNS},
+                    **{k: m.get(k, None if k in ROUTED_ONLY else r["metrics"].get(k)) for k, _ in COLUMNS},
                     "learn_s": learning_seconds(r),
                     "wall_clock_s": r["wall_clock_s"],
                     "tokens_per_day": r["budget"]["tokens_per_day"],

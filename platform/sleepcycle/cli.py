@@ -75,7 +75,7 @@ def print_bench(result: dict) -> None:
         "multihop_ACC": "multihop_ceiling",
     }
     keys = ["ACC", "BWT", "FWT", "forgetting", "FUAR", "acquisition", "heldout_ACC", "multihop_ACC"]
-    keys += ["base_retention", "general_loss", "kl_drift"]
+    keys += ["heldout_full_ACC", "multihop_full_ACC", "base_retention", "general_loss", "kl_drift"]
 
     def fmt(x) -> str:
         return f"{x:.3f}" if isinstance(x, float) else ("" if x is None else str(x))

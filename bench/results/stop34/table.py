@@ -53,8 +53,8 @@ def runs(pattern: str) -> dict[int, dict]:
     return {s: r for s in SEEDS if (r := load(pattern.format(s=s)))}
 
 
-def ms(xs: list[float], sign: str = "") -> str:
-    return f"{st.mean(xs):{sign}.3f}" + (f" ± {st.stdev(xs):.3f}" if len(xs) > 1 else "")
+def ms(xs: list[float], sign: str = "", digits: int = 3) -> str:
+    return f"{st.mean(xs):{sign}.{digits}f}" + (f" ± {st.stdev(xs):.{digits}f}" if len(xs) > 1 else "")
 
 
 def learn_s(run: dict) -> float:
@@ -77,7 +77,9 @@ def main() -> None:
     for name, pattern in RUNS.items():
         if rs := runs(pattern):
             cells = " | ".join(ms([r["metrics"][k] for r in rs.values()]) for k in KEYS)
-            print(f"| {name} | {' '.join(map(str, rs))} | {cells} | {ms([learn_s(r) for r in rs.values()])} |")
+            print(
+                f"| {name} | {' '.join(map(str, rs))} | {cells} | {ms([learn_s(r) for r in rs.values()], digits=1)} |"
+            )
     print()
     print("| a − b, paired per seed | seeds | " + " | ".join(HEAD) + " |")
     print("|" + "---|" * (len(HEAD) + 2))

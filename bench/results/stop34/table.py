@@ -5,7 +5,8 @@ day and at 120k, where Seeding's 32 questions a document are spent several times
 
 Runs: `sleepcycle bench --method M --days 5 --seed S --json OUT`, seeds 0-4, at the stop-33 defaults; at
 120k with `--set train.tokens_per_day=120000 --set distill.steps=600 --set dream.steps=120` (the step caps
-doubled with the budget as at stop 28, so that the budget, not a cap, stops both stages). The rule the comparisons are read by was fixed before any run
+doubled with the budget as at stop 28, so that the budget, not a cap, stops both stages). E1 and E0 (rule 4):
+`--set dream.dreams_per_doc=24` with `--set dream.importance=grad_norm` (E1) or the default grad_cosine (E0). The rule the comparisons are read by was fixed before any run
 (rule.md): a gain counts iff the paired mean is > 0, higher on >= 4 of 5 seeds and > 2 standard errors.
 The second base is `--set pretrain.seed=1`. The 60k runs reproduce the same runs at stops 32-33 on
 the rows (checked below).
@@ -25,6 +26,9 @@ RUNS = {
     "sleep, second base": HERE + "ps1-sleep-s{s}.json",
     "sleep-nodream, 120k tokens a day": HERE + "t120-nodream-s{s}.json",
     "sleep, 120k tokens a day": HERE + "t120-sleep-s{s}.json",
+    "sleep, 24 dreams a document, grad_norm (E1)": HERE + "e1-gradnorm24-s{s}.json",
+    "sleep, 24 dreams a document (E0)": HERE + "e0-cosine24-s{s}.json",
+    "sleep, E1, second base": HERE + "ps1-e1-gradnorm24-s{s}.json",
 }
 PAIRS = [
     ("sleep", "sleep-nodream"),
@@ -32,6 +36,12 @@ PAIRS = [
     ("sleep, 120k tokens a day", "sleep-nodream, 120k tokens a day"),
     ("sleep-nodream, 120k tokens a day", "sleep-nodream"),
     ("sleep, 120k tokens a day", "sleep"),
+    ("sleep, 24 dreams a document, grad_norm (E1)", "sleep-nodream"),
+    ("sleep, 24 dreams a document, grad_norm (E1)", "sleep"),
+    ("sleep, 24 dreams a document (E0)", "sleep"),
+    ("sleep, 24 dreams a document, grad_norm (E1)", "sleep, 24 dreams a document (E0)"),
+    ("sleep, E1, second base", "sleep-nodream, second base"),
+    ("sleep, E1, second base", "sleep, second base"),
 ]
 CONTROLS = {
     "sleep-nodream": "bench/results/dream-stop32/nodream-q32-s{s}.json",
@@ -41,6 +51,12 @@ CONTROLS = {
 }
 KEYS = ["ACC", "BWT", "heldout_ACC", "heldout_full_ACC", "multihop_ACC", "multihop_full_ACC", "general_loss"]
 HEAD = ["ACC", "BWT", "held-out (row)", "held-out (full)", "multi-hop (row)", "multi-hop (full)", "general loss"]
+ABLATIONS = [  # name, what it changes; each against E1 (`sleep` with E1's sets), seed for seed
+    ("sleep-importance", "random selection instead of the gradient norm"),
+    ("sleep-restem", "no ReST-EM round on the dream writer"),
+    ("sleep-curriculum", "kept dreams in random order, not easy to hard"),
+    ("sleep+random-expert", "one random extra expert on while dreams are sampled"),
+]
 RULE = ["ACC", "heldout_ACC", "heldout_full_ACC", "multihop_ACC", "multihop_full_ACC"]
 SEEDS = range(5)
 
@@ -97,6 +113,16 @@ def main() -> None:
     print("|" + "---|" * (len(RULE) + 1))
     for a, b, v in verdicts:
         print(f"| {a} − {b} | " + " | ".join(v[k] for k in RULE) + " |")
+    print()
+    print("| ablation − E1, paired per seed | what it changes | seeds | " + " | ".join(HEAD) + " | learn s |")
+    print("|" + "---|" * (len(HEAD) + 4))
+    parent = runs(RUNS["sleep, 24 dreams a document, grad_norm (E1)"])
+    for name, what in ABLATIONS:
+        ra = runs(HERE + f"e1-{name}-s{{s}}.json")
+        if seeds := sorted(set(ra) & set(parent)):
+            cells = " | ".join(ms([ra[s]["metrics"][k] - parent[s]["metrics"][k] for s in seeds], "+") for k in KEYS)
+            learn = ms([learn_s(r) for r in ra.values()], digits=1)
+            print(f"| {name} | {what} | {' '.join(map(str, seeds))} | {cells} | {learn} |")
     for name, pattern in CONTROLS.items():
         now, before = runs(RUNS[name]), runs(pattern)
         seeds = sorted(set(now) & set(before))

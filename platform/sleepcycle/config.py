@@ -376,7 +376,9 @@ class DreamConfig(Strict):
     two pretrained bases), 24 a document gains ACC (+0.035 / +0.020 against +0.004 / +0.020 at 12) and
     loses the multi-hop gain (+0.041 / +0.001 against +0.073 / +0.046); held-out ties at both. 12 was
     chosen by a rule fixed before the second base's runs at 24 came in (bench/README.md, stop 32). All
-    with Seeding's 16 questions a document of then (`distill.questions_per_doc`)."""
+    with Seeding's 16 questions a document of then (`distill.questions_per_doc`). At 32 (stop 34), 24 a
+    document pays only with ``importance=grad_norm``, which then drops the pairs the student already
+    answers (see `importance`)."""
     kinds: tuple[str, ...] = ("qa",)
     """Which dreams to write: ``implication``, ``qa`` (a question the writer asks about the document, and its
     answer), ``rewrite``. [ours] question-answer pairs only (stop 32; before: all three). Pairs are the kind
@@ -423,7 +425,15 @@ class DreamConfig(Strict):
     """Per-dream score for selection: the cosine between the dream's SFT gradient and tau's (default), the
     gradient's norm, or random. [ours] At 12 pairs a document the bench keeps every well-formed pair
     (`keep_top`), so random importance differs from it only in its random streams (five seeds: ACC
-    +0.012 +- 0.036, multi-hop -0.048 +- 0.058 against `sleep`: the noise floor; bench/README.md, stop 32)."""
+    +0.012 +- 0.036, multi-hop -0.048 +- 0.058 against `sleep`: the noise floor; bench/README.md, stop 32).
+    [ours] A lead, not the default: with ``dreams_per_doc=24`` (about 350 well-formed pairs a round for the
+    192 + 64 kept), ``grad_norm`` keeps the pairs whose answer, the writer's with the document, moves the
+    seeded expert most, i.e. what Seeding has not yet moved into the weights. Five seeds against
+    `sleep-nodream`, at Seeding's 32 questions: multi-hop +0.062 +- 0.025 on all 116 probes (5 of 5), held-out
+    +0.012 +- 0.013, ACC -0.001, where 24 with the cosine gains no multi-hop (+0.003 against `sleep`). On a
+    second pretrained base it ties `sleep-nodream` (multi-hop +0.010 +- 0.054) and beats `sleep` on ACC
+    (+0.021, 5 of 5) with held-out exactly level, so the rule fixed before those runs (held-out > 0) kept it
+    off (bench/README.md, stop 34)."""
     keep_top: int = 192
     keep_random: int = 64
     """Selection keeps the `keep_top` most important dreams plus `keep_random` others at random. [ours]

@@ -171,16 +171,23 @@ def all_methods() -> dict[str, Learner]:
 # ----- the runner ---------------------------------------------------------------------------------
 
 
+def answering(run: Run, in_context: bool) -> tuple[tuple[str, ...], RoutedModel | None, dict]:
+    """Who answers a closed-book probe, and how: the documents an in-context run puts in every prompt
+    (empty otherwise), the router when the champion routes its experts (never beside such a window), and
+    the decoding arguments. `evaluate_row` and `evaluate_full` both answer through it."""
+    window = context_window_docs(run) if in_context and run.seen_docs else ()
+    routed = run.answerer if run.answerer is not None and run.answerer.routes and not window else None
+    return window, routed, {"max_new_tokens": run.cfg.eval.max_new_tokens, "batch_size": run.cfg.eval.batch_size}
+
+
 def evaluate_row(run: Run, cycle: int, days: int, in_context: bool) -> dict[str, list[float]]:
     """Accuracy on every snapshot's probes after `cycle`, per probe kind. A champion that routes its experts
     (`run.answerer`) answers closed-book through the router, and the row also holds every expert's answers
     under ``all/<kind>`` (the paper's row: training is the same, only who answers differs)."""
     limit = run.cfg.eval.probes_per_day
-    window = context_window_docs(run) if in_context and run.seen_docs else ()
-    routed = run.answerer if run.answerer is not None and run.answerer.routes and not window else None
+    window, routed, kwargs = answering(run, in_context)
     run.routed_rows += routed is not None
     row: dict[str, list[float]] = {key: [] for key in PROBE_KINDS}
-    kwargs = {"max_new_tokens": run.cfg.eval.max_new_tokens, "batch_size": run.cfg.eval.batch_size}
     for j in range(days + 1):
         qs = questions(run.world, j, as_of=cycle, limit=limit)
         if window:
@@ -200,9 +207,7 @@ def evaluate_full(run: Run, days: int, in_context: bool) -> dict[str, dict]:
     """The last model's accuracy on every held-out and multi-hop probe of every wake day (`World.every_probe`:
     about 2x the held-out and 3x the multi-hop probes of a row), pooled over days and answered as
     `evaluate_row` answers. A sharper reading of the same two quantities; the rows stay the reference."""
-    window = context_window_docs(run) if in_context and run.seen_docs else ()
-    routed = run.answerer if run.answerer is not None and run.answerer.routes and not window else None
-    kwargs = {"max_new_tokens": run.cfg.eval.max_new_tokens, "batch_size": run.cfg.eval.batch_size}
+    window, routed, kwargs = answering(run, in_context)
     probes = [p for j in range(1, days + 1) for p in run.world.every_probe(j, as_of=days)]
     out = {}
     for kind in FULL_KINDS:

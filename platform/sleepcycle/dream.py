@@ -13,7 +13,8 @@ the dreams that teach, learns to write better ones, and rehearses them.
    kept as an option. Measured against the world on the 5-day bench, though, the cosine ranks true
    dreams over false ones no better than chance (AUC 0.49; `bench/dream_precision.py`). Keep the top-k
    plus b random. Where that drops pairs (24 a document), the norm is what pays: it keeps what the
-   seeded student does not yet answer as the writer reading the document does (bench/README.md, stop 34). Before it, every dream gets its confidence: the mean
+   seeded student does not yet answer as the writer reading the document does (bench/README.md, stop 34).
+   Before it, every dream gets its confidence: the mean
    token log-probability tau's teacher gives it reading its document (`verify`); with
    ``dream.min_confidence`` set, only dreams at or above it are ranked.
 3. Reward: each kept dream trains an isolated copy (a small LoRA delta, never a copy of the weights;

@@ -370,15 +370,13 @@ class DistributedConfig(Strict):
 
 class DreamConfig(Strict):
     enabled: bool = True
-    dreams_per_doc: int = 12
-    """Dreams written per document and round. [ours] 12 (was 6): distilled pairs (`consolidation`) pay more
-    the more distinct ones a day rehearses, each fewer times. Against `sleep-nodream` (five seeds on each of
-    two pretrained bases), 24 a document gains ACC (+0.035 / +0.020 against +0.004 / +0.020 at 12) and
-    loses the multi-hop gain (+0.041 / +0.001 against +0.073 / +0.046); held-out ties at both. 12 was
-    chosen by a rule fixed before the second base's runs at 24 came in (bench/README.md, stop 32). All
-    with Seeding's 16 questions a document of then (`distill.questions_per_doc`). At 32 (stop 34), 24 a
-    document pays only with ``importance=grad_norm``, which then drops the pairs the student already
-    answers (see `importance`)."""
+    dreams_per_doc: int = 24
+    """Dreams written per document and round. [ours] 24 (stop 35; was 12, before that 6), with
+    ``importance=grad_norm``: writing twice the pairs selection keeps (about 350 well-formed a round for the
+    192 + 64 kept) lets the importance choose what Seeding left out (see `importance`). At 24 with the cosine
+    (stop 34) there is no multi-hop gain over 12 (+0.003 against `sleep` of then, five seeds); at stop 32 (16
+    Seeding questions a document) 24 traded multi-hop for ACC. Distilled pairs (`consolidation`) pay more the
+    more distinct ones a day rehearses, each fewer times (bench/README.md, stops 32-35)."""
     kinds: tuple[str, ...] = ("qa",)
     """Which dreams to write: ``implication``, ``qa`` (a question the writer asks about the document, and its
     answer), ``rewrite``. [ours] question-answer pairs only (stop 32; before: all three). Pairs are the kind
@@ -421,26 +419,24 @@ class DreamConfig(Strict):
     (bench/README.md, stop 27)."""
     random_expert_scale: float = 0.1
     """Size of a random extra expert when no older expert exists: |B A| / |W| per projection."""
-    importance: Literal["grad_norm", "grad_cosine", "random"] = "grad_cosine"
-    """Per-dream score for selection: the cosine between the dream's SFT gradient and tau's (default), the
-    gradient's norm, or random. [ours] At 12 pairs a document the bench keeps every well-formed pair
-    (`keep_top`), so random importance differs from it only in its random streams (five seeds: ACC
-    +0.012 +- 0.036, multi-hop -0.048 +- 0.058 against `sleep`: the noise floor; bench/README.md, stop 32).
-    [ours] A lead, not the default: with ``dreams_per_doc=24`` (about 350 well-formed pairs a round for the
-    192 + 64 kept), ``grad_norm`` keeps the pairs whose answer, the writer's with the document, moves the
-    seeded expert most, i.e. what Seeding has not yet moved into the weights. Five seeds against
-    `sleep-nodream`, at Seeding's 32 questions: multi-hop +0.062 +- 0.025 on all 116 probes (5 of 5), held-out
-    +0.012 +- 0.013, ACC -0.001, where 24 with the cosine gains no multi-hop (+0.003 against `sleep`). On a
-    second pretrained base it ties `sleep-nodream` (multi-hop +0.010 +- 0.054) and beats `sleep` on ACC
-    (+0.021, 5 of 5) with held-out exactly level, so the rule fixed before those runs (held-out > 0) kept it
-    off (bench/README.md, stop 34)."""
+    importance: Literal["grad_norm", "grad_cosine", "random"] = "grad_norm"
+    """Per-dream score for selection: the norm of the dream's SFT gradient w.r.t. the newest expert
+    (default), its cosine to tau's gradient, or random. [ours] The norm keeps the pairs whose answer, the
+    writer's with the document, would move the seeded expert most: what Seeding has not yet moved into the
+    weights. It pays only where selection drops pairs (`dreams_per_doc` 24). Against the cosine at 24 a
+    document (five seeds, stop 34): multi-hop +0.066 +- 0.042 on all 116 probes, ACC +0.010 (5 of 5);
+    random selection of the same pairs loses multi-hop 0.048. Made the default (stop 35) by a rule fixed
+    before its runs: on fresh seeds 5-9 of two pretrained bases, against 12 a document with the cosine, ACC
+    +0.024 / +0.039, held-out (all 580) +0.004 / +0.004, multi-hop (all 116) +0.034 / +0.005
+    (bench/README.md, stops 34-35)."""
     keep_top: int = 192
     keep_random: int = 64
     """Selection keeps the `keep_top` most important dreams plus `keep_random` others at random. [ours]
     192 + 64 (was 24 + 8): a distilled dream only chooses what is rehearsed, so a poor one costs little,
     while rehearsing 32 a day ~30 times each over-fits them (distilled pairs, 24 + 8 kept: ACC
     -0.138 +- 0.026 against `sleep-nodream`, seeds 0-2; stop 32). The bench writes 110-170 well-formed
-    pairs a round at 12 a document, so selection keeps every one of them there; at 24 it keeps most."""
+    pairs a round at 12 a document, so selection kept every one of them there; at 24 (the default) it keeps
+    about 250 of 350 well-formed a day."""
     lora_rank: int = 4
     inner_steps: int = 4
     inner_lr: float = 3e-2

@@ -6,17 +6,16 @@ the dreams that teach, learns to write better ones, and rehearses them.
 1. Generation: from the seeded model *with* the wake context, dreams of three kinds: implications
    (restated or two-hop facts), question-answer pairs (answered with the context), rewrites. While
    sampling, each expert-bearing layer also switches on one random extra expert (``dream`` slot).
-2. Selection by a gradient-based importance: [ours] the cosine between the dream's SFT gradient and
-   the gradient of the label-free measure tau (below), both w.r.t. the newest expert. The cosine asks
-   "does learning this dream move the model the way the context says it should?", whereas the raw
-   gradient norm rewards dreams the model finds surprising, which includes garbage; ``grad_norm`` is
-   kept as an option. Measured against the world on the 5-day bench, though, the cosine ranks true
-   dreams over false ones no better than chance (AUC 0.49; `bench/dream_precision.py`). Keep the top-k
-   plus b random. Where that drops pairs (24 a document), the norm is what pays: it keeps what the
-   seeded student does not yet answer as the writer reading the document does (bench/README.md, stop 34).
-   Before it, every dream gets its confidence: the mean
-   token log-probability tau's teacher gives it reading its document (`verify`); with
-   ``dream.min_confidence`` set, only dreams at or above it are ranked.
+2. Selection by a gradient-based importance: [ours] the norm of the dream's SFT gradient w.r.t. the
+   newest expert. Writing twice the pairs that are kept (24 a document), the norm keeps what the seeded
+   student does not yet answer as the writer reading the document does, i.e. what Seeding left out
+   (bench/README.md, stops 34-35). ``grad_cosine`` (the cosine to the gradient of the label-free measure
+   tau, below: "does learning this dream move the model the way the context says it should?") and
+   ``random`` are options; the cosine ranks true dreams over false ones no better than chance (AUC 0.49;
+   `bench/dream_precision.py`) and, at 24 a document, keeps pairs that gain no multi-hop. Keep the
+   top-k plus b random. Before it, every dream gets its confidence: the mean token log-probability
+   tau's teacher gives it reading its document (`verify`); with ``dream.min_confidence`` set, only
+   dreams at or above it are ranked.
 3. Reward: each kept dream trains an isolated copy (a small LoRA delta, never a copy of the weights;
    all copies train at once in one batched pass, see `BatchedLoRA`); reward 1 if the copy's tau beats
    the model before. tau needs no labels: questions the model writes about the context, answered by

@@ -281,6 +281,37 @@ def test_example_grads_give_each_row_its_own_gradient_in_one_pass():
     assert example_grads(bank.model, [*params, norm], collate(enc, tok.pad_token_id)) is None
 
 
+@pytest.mark.parametrize("kind", ["grad_norm", "grad_cosine"])
+def test_importance_is_each_dreams_gradient_norm_or_its_cosine_to_taus_and_selection_keeps_the_largest(kind):
+    from sleepcycle.dream import Tau, _flat_grad, importance, select
+    from sleepcycle.trainer import collate, encode
+
+    bank, tok, params = _bank_with_a_trained_looking_expert()
+    dreams = [
+        Dream(0, "qa", "Question: Where does Ada Velm live?\nAnswer:", " Velmora"),
+        Dream(0, "qa", "Question: Who employs Bo Tarsk?\nAnswer:", " Halden Foods"),
+        Dream(0, "implication", "", NEW),
+        Dream(0, "rewrite", "", "Bo"),
+    ]
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    tau = Tau([(0, enc("Question: Where does Ada Velm live?\nAnswer:"), enc(" Velmora"))])
+    cfg = load_config("tiny", [f"dream.importance={kind}"])
+    importance(cfg, bank, bank.active[-1], tok, dreams, tau, random.Random(0))
+
+    alone = [_flat_grad(bank.model, params, collate(encode(tok, [d.example()], 128), tok.pad_token_id)) for d in dreams]
+    if kind == "grad_norm":
+        expected = [g.norm().item() for g in alone]
+    else:
+        rows = [(q + a, [False] * len(q) + [True] * len(a)) for _, q, a in tau.rows]
+        target = _flat_grad(bank.model, params, collate(rows, tok.pad_token_id))
+        expected = [torch.nn.functional.cosine_similarity(g, target, dim=0).item() for g in alone]
+    assert [d.importance for d in dreams] == pytest.approx(expected, rel=1e-3, abs=1e-5)
+    assert len(set(expected)) == len(dreams)  # the scores tell the dreams apart
+    kept = select(dreams, 2, 0, random.Random(0))
+    assert {id(d) for d in kept} == {id(d) for d in sorted(dreams, key=lambda d: -d.importance)[:2]}
+    assert all(d.kept for d in kept) and sum(d.kept for d in dreams) == 2
+
+
 def test_consolidation_loss_packs_the_dreams_and_matches_the_padded_batch():
     from sleepcycle.distill import packable
     from sleepcycle.dream import sft_loss

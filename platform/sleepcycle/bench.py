@@ -206,17 +206,24 @@ FULL_KINDS = ("heldout", "multihop")
 def evaluate_full(run: Run, days: int, in_context: bool) -> dict[str, dict]:
     """The last model's accuracy on every held-out and multi-hop probe of every wake day (`World.every_probe`:
     about 2x the held-out and 3x the multi-hop probes of a row), pooled over days and answered as
-    `evaluate_row` answers. A sharper reading of the same two quantities; the rows stay the reference."""
+    `evaluate_row` answers. A sharper reading of the same two quantities; the rows stay the reference.
+    ``by_template``: [right, asked] per question wording (the subject as ``{s}``)."""
     window, routed, kwargs = answering(run, in_context)
     probes = [p for j in range(1, days + 1) for p in run.world.every_probe(j, as_of=days)]
     out = {}
     for kind in FULL_KINDS:
-        qs = [Question(p.question, p.answer, p.aliases, p.kind, window) for p in probes if p.kind == kind]
+        sel = [p for p in probes if p.kind == kind]
+        qs = [Question(p.question, p.answer, p.aliases, p.kind, window) for p in sel]
         if routed:
-            acc, _ = routed_accuracy(routed, run.tokenizer, qs, **kwargs)
+            acc, hits = routed_accuracy(routed, run.tokenizer, qs, **kwargs)
         else:
-            acc, _ = accuracy(run.model, run.tokenizer, qs, with_docs=bool(window), **kwargs)
-        out[kind] = {"ACC": acc, "n": len(qs)}
+            acc, hits = accuracy(run.model, run.tokenizer, qs, with_docs=bool(window), **kwargs)
+        by_template: dict[str, list[int]] = {}
+        for p, hit in zip(sel, hits):
+            tally = by_template.setdefault(p.question.replace(p.subject, "{s}"), [0, 0])
+            tally[0] += hit
+            tally[1] += 1
+        out[kind] = {"ACC": acc, "n": len(qs), "by_template": by_template}
     return out
 
 
@@ -356,6 +363,7 @@ def run_bench(
         **({"metrics_all_experts": _accuracy_metrics(every, by_kind)} if routed else {}),
         "routing": {"mode": cfg.distill.routing, "routed_rows": run.routed_rows},
         "full_probes": {kind: v["n"] for kind, v in full.items()},
+        "full_by_template": {kind: v["by_template"] for kind, v in full.items()},
         "in_context_ceilings": by_kind["matrix"],
         "in_context_ceilings_by_kind": by_kind,
         "budget": {"tokens_per_day": cfg.train.tokens_per_day, "days": day_stats},

@@ -39,6 +39,10 @@ ABLATIONS = [  # stop 34's runs of each Dreaming ablation with E1's sets: the ab
     ("sleep-curriculum", "kept dreams in random order, not easy to hard"),
     ("sleep+random-expert", "one random extra expert on while dreams are sampled"),
 ]
+TARGETING = [  # rule 2: how strongly to target, each against the default (stop 34's E1 runs), seeds 0-4
+    ("e2-48", "48 pairs a document (`dream.dreams_per_doc=48`): 256 kept of about twice as many"),
+    ("e3-norandom", "no random share (`dream.keep_top=256`, `dream.keep_random=0`)"),
+]
 SETS = {"0-4 (stop 34)": range(5), "5-9 (stop 35, fresh)": range(5, 10), "0-9": range(10)}
 
 
@@ -94,12 +98,23 @@ def main() -> None:
         print("|" + "---|" * (len(RULE) + 1))
         for a, b, v in verdicts:
             print(f"| {a} − {b} | " + " | ".join(v[k] for k in RULE) + " |")
+    parent = runs("sleep (E1, the default since stop 35)", SETS["0-4 (stop 34)"])
+    print()
+    print(
+        "| targeting − sleep (E1), paired, seeds 0-4 (rule 2) | what it changes | " + " | ".join(HEAD) + " | learn s |"
+    )
+    print("|" + "---|" * (len(HEAD) + 3))
+    for name, what in TARGETING:
+        ra = {s: json.load(open(p)) for s in parent if os.path.exists(p := S35 + f"{name}-s{s}.json")}
+        if seeds := sorted(ra):
+            diff = {k: [ra[s]["metrics"][k] - parent[s]["metrics"][k] for s in seeds] for k in KEYS}
+            cells = " | ".join(ms(diff[k], "+") + (f" ({verdict(diff[k])})" if k in RULE[:3] else "") for k in KEYS)
+            print(f"| {name} | {what} | {cells} | {ms([learn_s(r) for r in ra.values()], digits=1)} |")
     print()
     print(
         "| ablation − sleep (E1), paired, seeds 0-4 (stop 34) | what it changes | " + " | ".join(HEAD) + " | learn s |"
     )
     print("|" + "---|" * (len(HEAD) + 3))
-    parent = runs("sleep (E1, the default since stop 35)", SETS["0-4 (stop 34)"])
     for name, what in ABLATIONS:
         ra = {s: json.load(open(p)) for s in parent if os.path.exists(p := S34 + f"e1-{name}-s{s}.json")}
         if seeds := sorted(ra):

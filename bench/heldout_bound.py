@@ -1,6 +1,6 @@
 """How well a pretrained base answers its own day-0 knowledge in wordings it never saw: the bound on held-out.
 
-    .venv/bin/python bench/heldout_bound.py [--set pretrain.seed=1] [--json OUT] [--md TABLE.md]
+    .venv/bin/python bench/heldout_bound.py [--set pretrain.seed=1] [--json OUT] [--md TABLE.md] [--runs RUN.json ...]
 
 Day-0 facts are the knowledge the base learnt best: pretraining asks about them, in the ``ask`` and ``probe``
 wordings, for thousands of steps. The held-out wordings (`world.RELATIONS[...].heldout`) never appear in any
@@ -9,7 +9,9 @@ cycle does. The bench's held-out probes ask about the wake days' facts in those 
 consolidates a fact as well as pretraining did can reach this accuracy closed-book, and no consolidation that
 never writes those wordings is expected to pass it. Each template is scored on every day-0 fact of its
 relation, closed-book and with the person's day-0 bio in the prompt (the in-context reading). Nothing is
-trained; the base comes from the pretraining cache (`sleepcycle pretrain`).
+trained; the base comes from the pretraining cache (`sleepcycle pretrain`). With ``--runs``, each bench
+result (written since stop 35, with ``full_by_template``) adds a column: its last model's right/asked on the
+wake days' held-out probes in each wording, beside the base's day-0 rate.
 """
 
 from __future__ import annotations
@@ -53,7 +55,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--md", type=Path)
+    ap.add_argument("--runs", type=Path, nargs="*", default=[], help="bench results to set beside, per wording")
     args = ap.parse_args(argv)
+    runs = {}  # read first: a result that cannot be compared stops the script before any scoring
+    for path in args.runs:
+        if not path.is_file():
+            sys.exit(f"{path}: no such bench result")
+        run = json.loads(path.read_text())
+        if "full_by_template" not in run:
+            sys.exit(f"{path}: no full_by_template (a bench result written before stop 35); rerun it to compare")
+        runs[f"{run['method']} s{run['seed']}"] = run["full_by_template"]["heldout"]
     cfg = load_config(args.profile, args.overrides)
     base = pretrain(cfg)
     model, tok = models.load(base.uri)
@@ -86,13 +97,25 @@ def main(argv: list[str] | None = None) -> None:
         "summary": summary,
         "rows": rows,
     }
-    lines = ["| wording | template | closed-book | with the bio |", "|---|---|---|---|"]
+    extra = "".join(f" {name}, wake days |" for name in runs)
+    lines = [
+        f"| wording | template | day 0, closed-book | day 0, with the bio |{extra}",
+        "|" + "---|" * (4 + len(runs)),
+    ]
     for wording in WORDINGS:
         for template in dict.fromkeys(r["template"] for r in rows if r["wording"] == wording):
             cells = [next(r for r in rows if r["template"] == template and r["with_bio"] == b) for b in (False, True)]
-            lines.append(f"| {wording} | {template} | " + " | ".join(f"{r['correct']}/{r['n']}" for r in cells) + " |")
+            wake_cells = "".join(f" {'/'.join(map(str, t.get(template, ['', ''])))} |" for t in runs.values())
+            counts = " | ".join(f"{r['correct']}/{r['n']}" for r in cells)
+            lines.append(f"| {wording} | {template} | {counts} |{wake_cells}")
     for key, v in summary.items():
-        lines.append(f"| {key.split('/')[0]} | all ({key.split('/')[1]}) | {v['ACC']:.3f} of {v['n']} | |")
+        lines.append(
+            f"| {key.split('/')[0]} | all ({key.split('/')[1]}) | {v['ACC']:.3f} of {v['n']} | |" + " |" * len(runs)
+        )
+    for name, by_template in runs.items():
+        right, asked = (sum(v[i] for v in by_template.values()) for i in (0, 1))
+        summary[f"heldout/{name}"] = {"n": asked, "ACC": right / asked}
+        lines.append(f"| heldout | all ({name}, wake days) | {right / asked:.3f} of {asked} | |" + " |" * len(runs))
     table = "\n".join(lines)
     print(table)
     if args.json:

@@ -105,7 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     for wording in WORDINGS:
         for template in dict.fromkeys(r["template"] for r in rows if r["wording"] == wording):
             cells = [next(r for r in rows if r["template"] == template and r["with_bio"] == b) for b in (False, True)]
-            wake_cells = "".join(f" {'/'.join(map(str, t.get(template, ['', ''])))} |" for t in runs.values())
+            wake_cells = "".join(
+                f" {'/'.join(map(str, t[template])) if template in t else ''} |" for t in runs.values()
+            )
             counts = " | ".join(f"{r['correct']}/{r['n']}" for r in cells)
             lines.append(f"| {wording} | {template} | {counts} |{wake_cells}")
     for key, v in summary.items():

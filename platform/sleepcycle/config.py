@@ -376,7 +376,9 @@ class DreamConfig(Strict):
     192 + 64 kept) lets the importance choose what Seeding left out (see `importance`). At 24 with the cosine
     (stop 34) there is no multi-hop gain over 12 (+0.003 against `sleep` of then, five seeds); at stop 32 (16
     Seeding questions a document) 24 traded multi-hop for ACC. Distilled pairs (`consolidation`) pay more the
-    more distinct ones a day rehearses, each fewer times (bench/README.md, stops 32-35)."""
+    more distinct ones a day rehearses, each fewer times. Targeting harder loses: at 48 (256 kept of about
+    twice as many) multi-hop falls 0.067 +- 0.032 and ACC 0.019 against 24 (five seeds; bench/README.md,
+    stops 32-35)."""
     kinds: tuple[str, ...] = ("qa",)
     """Which dreams to write: ``implication``, ``qa`` (a question the writer asks about the document, and its
     answer), ``rewrite``. [ours] question-answer pairs only (stop 32; before: all three). Pairs are the kind
@@ -436,7 +438,9 @@ class DreamConfig(Strict):
     while rehearsing 32 a day ~30 times each over-fits them (distilled pairs, 24 + 8 kept: ACC
     -0.138 +- 0.026 against `sleep-nodream`, seeds 0-2; stop 32). The bench writes 110-170 well-formed
     pairs a round at 12 a document, so selection kept every one of them there; at 24 (the default) it keeps
-    about 250 of 350 well-formed a day."""
+    about 250 of 350 well-formed a day. The random share matters once selection drops pairs: 256 + 0 at 24
+    a document loses held-out (-0.010 +- 0.009, lower on 5 of 5 seeds) and ACC (-0.018) against 192 + 64
+    (stop 35)."""
     lora_rank: int = 4
     inner_steps: int = 4
     inner_lr: float = 3e-2

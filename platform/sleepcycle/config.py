@@ -235,6 +235,13 @@ class DistillConfig(Strict):
     `sleep` gains ACC +0.015 / +0.008 (bench/README.md, stop 33). Before routing (stop 23) more questions
     moved more in and lost more again: 16 against 10 (seeds 0-2) ACC 0.523 against 0.464, BWT -0.342
     against -0.216."""
+    openings_per_doc: int | None = None
+    """Document openings kept for each document besides its questions: the writer starts a rewrite of the
+    document, the student continues it, the teacher (with the document) scores the continuation, so a wake
+    fact is also learnt as a statement. None: a third of `questions_per_doc` (10 at 32). [ours] Pretraining
+    learnt the base's day-0 facts from bios in every statement template, and the base reads those facts in
+    the held-out wordings 0.25 of the time; wake facts, learnt mostly through questions, are read half as
+    often in the same wordings (bench/heldout_bound.py, stop 35)."""
     question_drafts: int = 60
     """Questions the writer drafts per document (sampled at T = 1); the valid, grounded, distinct ones are
     the pool that `questions_per_doc` are kept from. [ours] 60 with 32 kept (30 with 16 before stop 33):

@@ -264,7 +264,8 @@ def build_items(
             it.sample = o or [tok.eos_token_id]
         said = [tok.decode(it.sample, skip_special_tokens=True) for it in items]
         items = [items[k] for k in covering([(i, a) for (i, _), a in zip(questions, said)], dc.questions_per_doc)]
-    for i, opening in write_openings(writer, tok, docs, max(1, dc.questions_per_doc // 3), gen, sampler=sampler):
+    openings = dc.openings_per_doc if dc.openings_per_doc is not None else max(1, dc.questions_per_doc // 3)
+    for i, opening in write_openings(writer, tok, docs, openings, gen, sampler=sampler) if openings else []:
         student = enc(opening)
         context = enc(DOC_PREFIX.format(d=docs[i]) + WRITE_REWRITE) + enc(" " + opening) if with_context else student
         items.append(Item(student, context, teacher, kind="statement"))

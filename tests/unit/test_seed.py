@@ -468,6 +468,29 @@ def test_answered_drafts_are_kept_by_covering_with_their_answers_as_teacher_samp
     assert all(not it.sample for it in plain), "off: the first valid drafts, sampled later by the trainer"
 
 
+@pytest.mark.parametrize(("openings", "expected"), [(None, 3), (0, 0), (5, 5)])
+def test_each_document_keeps_its_configured_number_of_openings_as_statement_items(tiny, openings, expected):
+    """`distill.openings_per_doc`: the writer starts that many rewrites of each document, each distinct opening
+    is a statement item (the student continues it, the teacher reads the document); None keeps a third of
+    `questions_per_doc`, 0 none."""
+    cfg, champion, _ = tiny
+    sets = ["distill.questions_per_doc=9", "distill.cover_answers=false"]
+    cfg = load_config("tiny", [*sets, *([f"distill.openings_per_doc={openings}"] if openings is not None else [])])
+    model, tok = load_for_inference(Path(champion.uri))
+    doc = "Zouhin Flibi lives in Tarsk."
+
+    class Scripted:
+        def sample(self, model, prompts, max_new_tokens, temperature=1.0, generator=None):
+            texts = [tok.decode(p) for p in prompts]
+            outs = [f" Opening{k} Flibi lives in Tarsk." for k in range(len(texts))]
+            return [tok(o, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for o in outs]
+
+    items = build_items(cfg, tok, model, [doc], "new", True, torch.Generator(), Scripted())
+    statements = [tok.decode(it.student_prompt) for it in items if it.kind == "statement"]
+    assert len(statements) == len(set(statements)) == expected
+    assert all(s.startswith("Opening") for s in statements)
+
+
 def test_the_first_cycle_anchors_on_the_replay_arms_texts_only_when_asked(tiny, tmp_path):
     cfg, champion, _ = tiny
     snap = _snapshot(cfg, tmp_path / "snapshots", day=2)

@@ -110,6 +110,26 @@ def main() -> None:
             diff = {k: [ra[s]["metrics"][k] - parent[s]["metrics"][k] for s in seeds] for k in KEYS}
             cells = " | ".join(ms(diff[k], "+") + (f" ({verdict(diff[k])})" if k in RULE[:3] else "") for k in KEYS)
             print(f"| {name} | {what} | {cells} | {ms([learn_s(r) for r in ra.values()], digits=1)} |")
+    # rule 4: more document openings in Seeding (statements), against sleep-nodream rerun with full_by_template
+    base = {s: json.load(open(p)) for s in range(5) if os.path.exists(p := S35 + f"tmpl-nodream-s{s}.json")}
+    e5 = {s: json.load(open(p)) for s in base if os.path.exists(p := S35 + f"e5-open32-s{s}.json")}
+    if seeds := sorted(e5):
+        same = all(base[s]["matrix"] == json.load(open(S34 + f"nodream-s{s}.json"))["matrix"] for s in seeds)
+        diff = {k: [e5[s]["metrics"][k] - base[s]["metrics"][k] for s in seeds] for k in KEYS}
+        print()
+        print("| rule 4, paired, seeds 0-4 | " + " | ".join(HEAD) + " |")
+        print("|" + "---|" * (len(HEAD) + 1))
+        cells = " | ".join(ms(diff[k], "+") + (f" ({verdict(diff[k])})" if k in RULE[:3] else "") for k in KEYS)
+        print(f"| sleep-nodream, openings_per_doc=32 − sleep-nodream | {cells} |")
+        print()
+        print("| held-out wording, right/asked over seeds 0-4 | sleep-nodream | openings_per_doc=32 |")
+        print("|---|---|---|")
+        for t in base[seeds[0]]["full_by_template"]["heldout"]:
+            cell = [f"{sum(r[s]['full_by_template']['heldout'][t][0] for s in seeds)}/"
+                    f"{sum(r[s]['full_by_template']['heldout'][t][1] for s in seeds)}" for r in (base, e5)]  # fmt: skip
+            print(f"| {t} | {cell[0]} | {cell[1]} |")
+        print()
+        print(f"sleep-nodream rerun, seeds {seeds}: matrices {'identical to' if same else 'DIFFERENT from'} stop 34's.")
     print()
     print(
         "| ablation − sleep (E1), paired, seeds 0-4 (stop 34) | what it changes | " + " | ".join(HEAD) + " | learn s |"

@@ -241,7 +241,9 @@ class DistillConfig(Strict):
     fact is also learnt as a statement. None: a third of `questions_per_doc` (10 at 32). [ours] Pretraining
     learnt the base's day-0 facts from bios in every statement template, and the base reads those facts in
     the held-out wordings 0.25 of the time; wake facts, learnt mostly through questions, are read half as
-    often in the same wordings (bench/heldout_bound.py, stop 35)."""
+    often in the same wordings (bench/heldout_bound.py, stop 35). As many openings as questions (32) does
+    not close that: held-out -0.000 +- 0.020, ACC -0.050 +- 0.017, multi-hop -0.064 against the default
+    (five seeds; bench/README.md, stop 35)."""
     question_drafts: int = 60
     """Questions the writer drafts per document (sampled at T = 1); the valid, grounded, distinct ones are
     the pool that `questions_per_doc` are kept from. [ours] 60 with 32 kept (30 with 16 before stop 33):

@@ -73,6 +73,19 @@ def verdict(xs: list[float]) -> str:
     return f"{'gain' if ok else 'no gain'} ({up}/{len(xs)}, {mean / se if se else float('inf'):+.1f} SE)"
 
 
+def paired_rows(title: str, parent: dict[int, dict], arms: list[tuple[str, str, str]]) -> None:
+    """One table of arms paired seed for seed with `parent`: (name, what it changes, path pattern with {s})."""
+    print()
+    print(f"| {title} | what it changes | " + " | ".join(HEAD) + " | learn s |")
+    print("|" + "---|" * (len(HEAD) + 3))
+    for name, what, pattern in arms:
+        ra = {s: json.load(open(p)) for s in parent if os.path.exists(p := pattern.format(s=s))}
+        if seeds := sorted(ra):
+            diff = {k: [ra[s]["metrics"][k] - parent[s]["metrics"][k] for s in seeds] for k in KEYS}
+            cells = " | ".join(ms(diff[k], "+") + (f" ({verdict(diff[k])})" if k in RULE[:3] else "") for k in KEYS)
+            print(f"| {name} | {what} | {cells} | {ms([learn_s(r) for r in ra.values()], digits=1)} |")
+
+
 def main() -> None:
     print("| row, seeds 0-9 | " + " | ".join(HEAD) + " | learn s |")
     print("|" + "---|" * (len(HEAD) + 2))
@@ -99,17 +112,8 @@ def main() -> None:
         for a, b, v in verdicts:
             print(f"| {a} − {b} | " + " | ".join(v[k] for k in RULE) + " |")
     parent = runs("sleep (E1, the default since stop 35)", SETS["0-4 (stop 34)"])
-    print()
-    print(
-        "| targeting − sleep (E1), paired, seeds 0-4 (rule 2) | what it changes | " + " | ".join(HEAD) + " | learn s |"
-    )
-    print("|" + "---|" * (len(HEAD) + 3))
-    for name, what in TARGETING:
-        ra = {s: json.load(open(p)) for s in parent if os.path.exists(p := S35 + f"{name}-s{s}.json")}
-        if seeds := sorted(ra):
-            diff = {k: [ra[s]["metrics"][k] - parent[s]["metrics"][k] for s in seeds] for k in KEYS}
-            cells = " | ".join(ms(diff[k], "+") + (f" ({verdict(diff[k])})" if k in RULE[:3] else "") for k in KEYS)
-            print(f"| {name} | {what} | {cells} | {ms([learn_s(r) for r in ra.values()], digits=1)} |")
+    targeting = [(name, what, S35 + name + "-s{s}.json") for name, what in TARGETING]
+    paired_rows("targeting − sleep (E1), paired, seeds 0-4 (rule 2)", parent, targeting)
     # rule 4: more document openings in Seeding (statements), against sleep-nodream rerun with full_by_template
     base = {s: json.load(open(p)) for s in range(5) if os.path.exists(p := S35 + f"tmpl-nodream-s{s}.json")}
     e5 = {s: json.load(open(p)) for s in base if os.path.exists(p := S35 + f"e5-open32-s{s}.json")}
@@ -130,16 +134,8 @@ def main() -> None:
             print(f"| {t} | {cell[0]} | {cell[1]} |")
         print()
         print(f"sleep-nodream rerun, seeds {seeds}: matrices {'identical to' if same else 'DIFFERENT from'} stop 34's.")
-    print()
-    print(
-        "| ablation − sleep (E1), paired, seeds 0-4 (stop 34) | what it changes | " + " | ".join(HEAD) + " | learn s |"
-    )
-    print("|" + "---|" * (len(HEAD) + 3))
-    for name, what in ABLATIONS:
-        ra = {s: json.load(open(p)) for s in parent if os.path.exists(p := S34 + f"e1-{name}-s{s}.json")}
-        if seeds := sorted(ra):
-            cells = " | ".join(ms([ra[s]["metrics"][k] - parent[s]["metrics"][k] for s in seeds], "+") for k in KEYS)
-            print(f"| {name} | {what} | {cells} | {ms([learn_s(r) for r in ra.values()], digits=1)} |")
+    ablations = [(name, what, S34 + f"e1-{name}" + "-s{s}.json") for name, what in ABLATIONS]
+    paired_rows("ablation − sleep (E1), paired, seeds 0-4 (stop 34)", parent, ablations)
 
 
 if __name__ == "__main__":

@@ -88,8 +88,10 @@ def main(argv: list[str] | None = None) -> None:
     # own proportions: weight each template's day-0 rate by how often the wake days ask in it.
     rate = {r["template"]: r["correct"] / r["n"] for r in rows if r["wording"] == "heldout" and not r["with_bio"]}
     wake = [p for d in range(1, cfg.world.days + 1) for p in world.every_probe(d) if p.kind == "heldout"]
-    asked = [next(t for t in rate if render(t, p.subject) == p.question) for p in wake]
-    summary["heldout/wake mix at day-0 rates"] = {"n": len(asked), "ACC": sum(rate[t] for t in asked) / len(asked)}
+    summary["heldout/wake mix at day-0 rates"] = {
+        "n": len(wake),
+        "ACC": sum(rate[p.template] for p in wake) / len(wake),
+    }
     result = {
         "base": base.uri,
         "digest": base.digest,

@@ -220,7 +220,7 @@ def evaluate_full(run: Run, days: int, in_context: bool) -> dict[str, dict]:
             acc, hits = accuracy(run.model, run.tokenizer, qs, with_docs=bool(window), **kwargs)
         by_template: dict[str, list[int]] = {}
         for p, hit in zip(sel, hits):
-            tally = by_template.setdefault(p.question.replace(p.subject, "{s}"), [0, 0])
+            tally = by_template.setdefault(p.template, [0, 0])
             tally[0] += hit
             tally[1] += 1
         out[kind] = {"ACC": acc, "n": len(qs), "by_template": by_template}

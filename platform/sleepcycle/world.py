@@ -296,6 +296,11 @@ class Probe:
     subject: str
     relation: str  # for multihop: the second hop ("city" of the mentor)
 
+    @property
+    def template(self) -> str:
+        """The wording asked, with the subject as ``{s}`` (a `Relation` template string)."""
+        return self.question.replace(self.subject, "{s}")
+
     def record(self) -> dict:
         return {"question": self.question, "answer": self.answer, "aliases": list(self.aliases), "kind": self.kind}
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
+from pathlib import Path
 
 import torch
 
@@ -59,3 +61,11 @@ def old_logits_moved(train) -> float:
     with torch.no_grad():
         after = [bank.model(input_ids=torch.tensor([s])).logits for s in old]
     return sum(float((a - b).pow(2).mean()) for a, b in zip(after, before))
+
+
+def bench_script(name: str):
+    """A script of bench/ loaded as a module (bench/ is not a package: its scripts run as files)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[2] / f"bench/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -48,7 +48,7 @@ def test_the_full_heldout_and_multihop_sets_are_scored_on_the_last_model(result)
     assert all(0 <= result["metrics"][f"{k}_full_ACC"] <= 1 for k in ("heldout", "multihop"))
     # per wording: every probe counted once under its template, and the tallies add up to the accuracy
     for kind, by_template in result["full_by_template"].items():
-        templates = {p.question.replace(p.subject, "{s}") for p in every if p.kind == kind}
+        templates = {p.template for p in every if p.kind == kind}
         assert set(by_template) == templates and all("{s}" in t for t in templates)
         right, asked = (sum(v[i] for v in by_template.values()) for i in (0, 1))
         assert asked == result["full_probes"][kind] and all(0 <= r <= n for r, n in by_template.values())

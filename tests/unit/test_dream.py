@@ -1,6 +1,5 @@
 """Dreaming on the tiny profile: drift budget, no probe leakage, the random-expert switch, ReST-EM data."""
 
-import importlib.util
 import json
 import random
 from pathlib import Path
@@ -30,15 +29,7 @@ from sleepcycle.seed import seed
 from sleepcycle.snapshot import take_snapshot
 from sleepcycle.trainer import Example
 from sleepcycle.world import World
-from unit.helpers import NEW, micro_model, old_logits_moved
-
-
-def bench_script(name: str):
-    """A script of bench/ loaded as a module (bench/ is not a package: its scripts run as files)."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[2] / f"bench/{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from unit.helpers import NEW, bench_script, micro_model, old_logits_moved
 
 
 @pytest.fixture(scope="module")

@@ -2,21 +2,13 @@
 closed-book and with its bio, and a bench result's per-wording tallies set beside (no number is asserted beyond
 its range: benchmarks are never tests)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from sleepcycle.config import load_config
 from sleepcycle.world import RELATIONS, World
-
-
-def heldout_bound():
-    spec = importlib.util.spec_from_file_location("heldout_bound", Path(__file__).parents[2] / "bench/heldout_bound.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from unit.helpers import bench_script
 
 
 def test_every_day0_fact_is_asked_in_every_wording_and_a_runs_tallies_sit_beside(tmp_path, monkeypatch, capsys):
@@ -26,7 +18,9 @@ def test_every_day0_fact_is_asked_in_every_wording_and_a_runs_tallies_sit_beside
     run = tmp_path / "run.json"
     run.write_text(json.dumps({"method": "sleep", "seed": 3, "full_by_template": {"heldout": {template: [2, 5]}}}))
     out = tmp_path / "bound.json"
-    heldout_bound().main(["--profile", "tiny", "--json", str(out), "--md", str(tmp_path / "t.md"), "--runs", str(run)])
+    bench_script("heldout_bound").main(
+        ["--profile", "tiny", "--json", str(out), "--md", str(tmp_path / "t.md"), "--runs", str(run)]
+    )
     result = json.loads(out.read_text())
 
     facts = [f for f in world.facts_of_day(0) if world.current(f.subject, f.relation, 0) is not None]
@@ -48,5 +42,5 @@ def test_a_run_written_before_the_per_wording_tallies_is_refused_and_nothing_is_
     old.write_text(json.dumps({"method": "sleep", "seed": 0, "full_probes": {"heldout": 10}}))
     out = tmp_path / "bound.json"
     with pytest.raises(SystemExit, match="no full_by_template"):
-        heldout_bound().main(["--profile", "tiny", "--json", str(out), "--runs", str(old)])
+        bench_script("heldout_bound").main(["--profile", "tiny", "--json", str(out), "--runs", str(old)])
     assert not out.exists()

@@ -77,6 +77,10 @@ def test_every_probe_holds_each_drawn_heldout_and_multihop_probe_and_every_wordi
         assert sum(p.kind == "multihop" for p in drawn) < len(hops) <= 3 * world.cfg.new_entities_per_day
         for p in hops:
             assert p.answer == world.current(world.current(p.subject, "mentor", 5), p.relation, 5)
+            assert p.template in RELATIONS[p.relation].hop_probe, "a probe names the wording it was asked in"
+        for p in every:
+            if p.kind == "heldout":
+                assert p.template in RELATIONS[p.relation].heldout
     assert world.every_probe(0) == []
 
 

@@ -235,7 +235,7 @@ class DistillConfig(Strict):
     `sleep` gains ACC +0.015 / +0.008 (bench/README.md, stop 33). Before routing (stop 23) more questions
     moved more in and lost more again: 16 against 10 (seeds 0-2) ACC 0.523 against 0.464, BWT -0.342
     against -0.216."""
-    openings_per_doc: int | None = None
+    openings_per_doc: int | None = Field(None, ge=0)
     """Document openings kept for each document besides its questions: the writer starts a rewrite of the
     document, the student continues it, the teacher (with the document) scores the continuation, so a wake
     fact is also learnt as a statement. None: a third of `questions_per_doc` (10 at 32). [ours] Pretraining

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from sleepcycle.anchor import Anchor
-from sleepcycle.config import load_config
+from sleepcycle.config import ConfigError, load_config
 from sleepcycle.experts import load_checkpoint, load_for_inference, read_state
 from sleepcycle.manifests import Manifest
 from sleepcycle.pretrain import pretrain
@@ -489,6 +489,11 @@ def test_each_document_keeps_its_configured_number_of_openings_as_statement_item
     statements = [tok.decode(it.student_prompt) for it in items if it.kind == "statement"]
     assert len(statements) == len(set(statements)) == expected
     assert all(s.startswith("Opening") for s in statements)
+
+
+def test_a_negative_number_of_openings_is_refused_with_the_key_named():
+    with pytest.raises(ConfigError, match="distill.openings_per_doc"):
+        load_config("tiny", ["distill.openings_per_doc=-1"])
 
 
 def test_the_first_cycle_anchors_on_the_replay_arms_texts_only_when_asked(tiny, tmp_path):

@@ -46,6 +46,16 @@ _MLP_TARGETS = {
     "mistral": ["gate_proj", "up_proj", "down_proj"],
     "gpt2": ["mlp.c_fc", "mlp.c_proj"],
 }
+_ATTENTION_TARGETS = {
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "qwen3": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "gpt2": ["attn.c_attn", "attn.c_proj"],
+}
+EXPERT_MODULES = ("mlp", "mlp+attention")
+"""Where an expert's low-rank deltas sit (`distill.expert_modules`): the MLP projections, or the attention
+projections as well."""
 
 
 def mlp_targets(model: PreTrainedModel) -> list[str]:
@@ -60,21 +70,45 @@ def mlp_targets(model: PreTrainedModel) -> list[str]:
     return names
 
 
+def expert_targets(model: PreTrainedModel, modules: str = "mlp") -> list[str]:
+    """The projections an expert adapts for `modules` (`EXPERT_MODULES`): `mlp_targets`, with the attention
+    projections before them for ``mlp+attention`` (known families only: a guess could adapt the wrong layers)."""
+    if modules not in EXPERT_MODULES:
+        raise ValueError(f"unknown expert modules {modules!r} ({' or '.join(EXPERT_MODULES)})")
+    targets = mlp_targets(model)
+    if modules == "mlp":
+        return targets
+    attention = _ATTENTION_TARGETS.get(model.config.model_type)
+    if not attention:
+        raise ValueError(
+            f"the attention projections of a {model.config.model_type!r} model are not known: use expert modules mlp"
+        )
+    return attention + targets
+
+
 def slot_name(k: int) -> str:
     return f"e{k:02d}"
 
 
 class ExpertBank:
-    """A base model with pre-allocated low-rank expert slots and a mask of the active ones."""
+    """A base model with pre-allocated low-rank expert slots and a mask of the active ones. `modules` says
+    where every slot's deltas sit (`expert_targets`); a checkpoint stores it beside the rank."""
 
-    def __init__(self, base: PreTrainedModel, rank: int, capacity: int, active: list[str] | None = None):
-        self.rank, self.capacity = rank, capacity
+    def __init__(
+        self,
+        base: PreTrainedModel,
+        rank: int,
+        capacity: int,
+        active: list[str] | None = None,
+        modules: str = "mlp",
+    ):
+        self.rank, self.capacity, self.modules = rank, capacity, modules
         self.slots = [slot_name(k) for k in range(capacity)] + [FAST, DREAM]
         config = LoraConfig(
             r=rank,
             lora_alpha=rank,
             lora_dropout=0.0,
-            target_modules=mlp_targets(base),
+            target_modules=expert_targets(base, modules),
             bias="none",
             init_lora_weights=True,
         )
@@ -244,7 +278,7 @@ def save_checkpoint(
     if trained:
         bank.model.save_pretrained(path / "experts", selected_adapters=trained)
         _portable_adapters(path / "experts")
-    state = {**state, "active": bank.active, "capacity": bank.capacity, "rank": bank.rank}
+    state = {**state, "active": bank.active, "capacity": bank.capacity, "rank": bank.rank, "modules": bank.modules}
     (path / SLEEP_JSON).write_text(json.dumps(state, indent=2))
     return path
 
@@ -269,13 +303,24 @@ def read_state(path: Path) -> dict:
 
 
 def load_checkpoint(
-    path: Path, rank: int | None = None, capacity: int | None = None
+    path: Path, rank: int | None = None, capacity: int | None = None, modules: str | None = None
 ) -> tuple[ExpertBank, PreTrainedTokenizerBase, dict]:
-    """Load base + experts into a bank. A plain HF directory (no base/) loads as a bank with no experts."""
+    """Load base + experts into a bank. A plain HF directory (no base/) loads as a bank with no experts.
+    What the checkpoint stored wins over `rank`, `capacity` and `modules`, which apply to a checkpoint that
+    stored none (a pretrained base); a checkpoint written before `modules` existed has its experts on the MLP.
+    Asking for `modules` other than the stored ones is an error: a line's experts keep one layout."""
     path = Path(path)
     base, tok = models.load(stored_base(path))
     state = read_state(path)
-    bank = ExpertBank(base, rank=state.get("rank", rank or 16), capacity=state.get("capacity", capacity or 5))
+    stored = state.get("modules", "mlp" if state.get("active") else None)
+    if modules is not None and stored is not None and modules != stored:
+        raise ValueError(f"{path}: its experts sit on {stored!r}, not {modules!r} (a line keeps one layout)")
+    bank = ExpertBank(
+        base,
+        rank=state.get("rank", rank or 16),
+        capacity=state.get("capacity", capacity or 5),
+        modules=stored or modules or "mlp",
+    )
     for name in state.get("active", []):
         adapter_dir = path / "experts" / name
         if not adapter_dir.is_dir():

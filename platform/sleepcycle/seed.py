@@ -388,7 +388,7 @@ def _deep_sleep(bank: ExpertBank, state: dict) -> ExpertBank:
     state.setdefault("deep_sleeps", []).append({"cycle": state.get("cycle", 0), "merged": list(bank.active)})
     if state.get("history"):  # the base is now the whole level: the route of its newest expert
         state["base_confidence"] = state["history"][-1].get("confidence")
-    return ExpertBank(merged, rank=bank.rank, capacity=bank.capacity)
+    return ExpertBank(merged, rank=bank.rank, capacity=bank.capacity, modules=bank.modules)
 
 
 @dataclass
@@ -461,7 +461,9 @@ def prepare(
     # must not depend on what the process did before (a resumed flow run skips earlier stages).
     torch.manual_seed(run_seed)
     try:
-        bank, tok, state = load_checkpoint(Path(champion.uri), rank=dc.rank, capacity=dc.experts_per_level)
+        bank, tok, state = load_checkpoint(
+            Path(champion.uri), rank=dc.rank, capacity=dc.experts_per_level, modules=dc.expert_modules
+        )
     except (models.ModelLoadError, OSError, ValueError, KeyError) as e:
         raise SeedError(f"champion checkpoint {champion.uri} failed to load: {e}") from e
     gen = torch.Generator().manual_seed(run_seed)

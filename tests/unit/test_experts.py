@@ -1,7 +1,17 @@
+import json
+
+import pytest
 import torch
 
 from sleepcycle import models
-from sleepcycle.experts import ExpertBank, load_checkpoint, load_for_inference, save_checkpoint, stored_base
+from sleepcycle.experts import (
+    SLEEP_JSON,
+    ExpertBank,
+    load_checkpoint,
+    load_for_inference,
+    save_checkpoint,
+    stored_base,
+)
 from unit.helpers import batch, micro_model
 
 
@@ -164,3 +174,38 @@ def test_saving_and_loading_a_small_checkpoint_print_no_bar_or_library_warning(t
     assert "Loading weights" not in err and "Writing model shards" not in err, err
     assert not [w for w in recwarn if "is_gradient_checkpointing" in str(w.message)]
     assert hf_logging.is_progress_bar_enabled(), "the library's bars are left as they were"
+
+
+def test_experts_on_the_attention_as_well_are_fresh_bit_for_bit_and_keep_their_layout_through_a_checkpoint(tmp_path):
+    model, tok = micro_model()
+    before = logits(model, tok)
+    bank = ExpertBank(model, rank=4, capacity=3, modules="mlp+attention")
+    name = bank.activate(bank.free_slot())
+    assert torch.equal(logits(bank.model, tok), before)
+    adapted = {n.split(".lora_A.")[0].rsplit(".", 1)[-1] for n, _ in bank.model.named_parameters() if ".lora_A." in n}
+    assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    with torch.no_grad():
+        for p in bank.parameters(name):
+            p.add_(torch.randn_like(p) * 0.2)
+    expected = logits(bank.model, tok)
+    save_checkpoint(bank, tok, tmp_path / "ckpt", state={"cycle": 1})
+    bank2, tok2, state = load_checkpoint(tmp_path / "ckpt", modules="mlp+attention")
+    assert state["modules"] == "mlp+attention" and bank2.modules == "mlp+attention"
+    assert torch.allclose(logits(bank2.model, tok2), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="sit on 'mlp\\+attention', not 'mlp'"):
+        load_checkpoint(tmp_path / "ckpt", modules="mlp")
+
+
+def test_a_checkpoint_without_a_stored_layout_has_its_experts_on_the_mlp_and_unknown_layouts_are_refused(tmp_path):
+    model, tok = micro_model()
+    bank = ExpertBank(model, rank=4, capacity=3)
+    bank.activate(bank.free_slot())
+    save_checkpoint(bank, tok, tmp_path / "old", state={"cycle": 1})
+    stored = json.loads((tmp_path / "old" / SLEEP_JSON).read_text())
+    del stored["modules"]  # as written before the layout was stored
+    (tmp_path / "old" / SLEEP_JSON).write_text(json.dumps(stored))
+    assert load_checkpoint(tmp_path / "old")[0].modules == "mlp"
+    with pytest.raises(ValueError, match="not 'mlp\\+attention'"):
+        load_checkpoint(tmp_path / "old", modules="mlp+attention")
+    with pytest.raises(ValueError, match="unknown expert modules 'attention'"):
+        ExpertBank(micro_model()[0], rank=4, capacity=3, modules="attention")

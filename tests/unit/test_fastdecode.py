@@ -44,8 +44,12 @@ def _with_experts():
     return _bank().model.eval()
 
 
-def _bank():
-    bank = ExpertBank(_llama(), rank=4, capacity=3)
+def _with_attention_experts():
+    return _bank("mlp+attention").model.eval()
+
+
+def _bank(modules: str = "mlp"):
+    bank = ExpertBank(_llama(), rank=4, capacity=3, modules=modules)
     bank.activate("e00")
     bank.activate("e01")
     with torch.no_grad():
@@ -72,7 +76,9 @@ def _hf_last_logits(model, ids, mask):
         return model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1]
 
 
-@pytest.mark.parametrize("make", [_llama, lambda: _llama(num_key_value_heads=2), _qwen2, _with_experts])
+@pytest.mark.parametrize(
+    "make", [_llama, lambda: _llama(num_key_value_heads=2), _qwen2, _with_experts, _with_attention_experts]
+)
 def test_prefill_and_every_step_match_the_hf_forward(make):
     model = make()
     assert Decoder.supports(model)

@@ -112,6 +112,20 @@ def test_seeding_trains_only_the_new_expert_and_never_sees_probes(tiny, tmp_path
     assert {id(p) for a, b, *_ in penalty.terms for p in (a, b)} == {id(p) for p in s.params}
 
 
+def test_experts_on_the_attention_train_there_and_the_line_keeps_that_layout(tiny, tmp_path):
+    _, champion, _ = tiny
+    cfg = load_config("tiny", ["distill.expert_modules=mlp+attention"])
+    snap = _snapshot(cfg, tmp_path / "snapshots")
+    first = seed(cfg, snap, champion, tmp_path / "c1")
+    assert read_state(Path(first.uri))["modules"] == "mlp+attention"
+    new = load_file(str(Path(first.uri) / "experts/e00/adapter_model.safetensors"))
+    trained = {k.split(".lora_B.")[0].rsplit(".", 1)[-1] for k in new if "lora_B" in k and new[k].abs().sum() > 0}
+    assert {"q_proj", "o_proj", "down_proj"} <= trained
+    with pytest.raises(SeedError, match="sit on 'mlp\\+attention', not 'mlp'") as refused:
+        prepare(load_config("tiny"), _snapshot(cfg, tmp_path / "snapshots", day=2), first)
+    assert not (tmp_path / "c2").exists() and "failed to load" in str(refused.value)
+
+
 def test_snapshot_with_no_usable_documents_is_refused_and_writes_nothing(tmp_path):
     with pytest.raises(SnapshotError, match="no usable documents"):
         take_snapshot([], tmp_path / "snaps")

@@ -137,10 +137,11 @@ class DistillConfig(Strict):
     as well. A line keeps the layout its first expert was given (`experts.load_checkpoint`). [ours] mlp: on
     the 5-day bench (default base, seeds 0-4, `sleep-nodream`) the attention as well reads the wake days'
     facts in the held-out wordings more often (+0.050 +- 0.033 on all 580 probes, higher on 5 of 5; ACC
-    +0.009, multi-hop -0.003), at a cost in general ability: LM loss on the general set +0.39, KL drift from
-    the champion 0.96 against 0.57 (the gate allows 0.5 a cycle), and the in-context ceiling falls from
-    0.91 to 0.67, for the adapters, on in every teacher, read the prompt less. q/k alone carry about half of
-    the held-out gain, v/o alone less, each at most of the cost (bench/README.md, stop 36)."""
+    +0.009, multi-hop -0.003), at a cost in general ability: LM loss on the general set +0.39 and KL drift
+    from the day-0 champion after five days 0.96 against 0.57, and the in-context ceiling falls from 0.91 to
+    0.67: the adapters, on in every teacher, read the prompt less. q/k alone carry half of the held-out gain
+    (+0.027 +- 0.017, 5 of 5) at general loss +0.18; v/o alone +0.015 (4 of 5) at +0.24 (bench/README.md,
+    stop 36)."""
     experts_per_level: int = 5
     """Level-1 capacity; when full, a deep sleep merges the experts into the base and resets the level."""
     routing: Literal["entity", "all"] = "entity"

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sleepcycle.config import Config  # noqa: E402
 from sleepcycle.evaluate import Question  # noqa: E402
 from sleepcycle.pretrain import Corpus  # noqa: E402
-from sleepcycle.routing import routed_accuracy  # noqa: E402
+from sleepcycle.routing import RoutedModel, routed_accuracy  # noqa: E402
 from sleepcycle.world import RELATIONS, World, aliases_for, render  # noqa: E402
 
 WORDINGS = ("ask", "probe", "heldout")
@@ -113,8 +113,6 @@ def table(tab: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from route_experts import answerer_at
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path, help="the bench run's JSON")
     ap.add_argument("--workdir", type=Path, help="its checkpoints (default $TMPDIR/sleepcycle-bench-METHOD-SEED)")
@@ -129,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not ckpt.is_dir():
         sys.exit(f"{workdir}: no cycle-{days} checkpoint (pass the run's --workdir)")
     world = World(cfg.world)
-    answerer, tok = answerer_at(ckpt, world, cfg=cfg)
+    answerer, tok = RoutedModel.from_config(ckpt, cfg)  # as the bench answers its probes
     rows = fact_rows(world, cfg, days)
     _, hits = routed_accuracy(
         answerer, tok, [r.pop("question") for r in rows], max_new_tokens=cfg.eval.max_new_tokens,
@@ -140,6 +138,11 @@ def main(argv: list[str] | None = None) -> dict:
     tab = tabulate(rows)
     text = table(tab)
     print(text, end="")
+    # the wake groups' held-out questions are the bench's full held-out set: the same answers, or say so
+    full = run.get("full_by_template", {}).get("heldout")
+    wake = [sum(tab["by_template"][t][g][i] for t in tab["by_template"] for g in GROUPS[2:]) for i in (0, 1)]
+    if full and wake != [sum(v[i] for v in full.values()) for i in (0, 1)]:
+        print(f"warning: {wake[0]}/{wake[1]} wake held-out right here, the run's full set says otherwise: {full}")
     out = {"run": str(a.run), "method": run["method"], "seed": run["seed"], "checkpoint": str(ckpt), **tab}
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))

@@ -1,6 +1,10 @@
 """`bench/heldout_storage.py`: which facts it asks, in which wordings and groups, and how it tallies them (the
 scoring itself is `routed_accuracy`, tested in test_routing; benchmarks are never tests)."""
 
+import json
+
+import pytest
+
 from sleepcycle.config import load_config
 from sleepcycle.pretrain import Corpus
 from sleepcycle.world import RELATIONS, World
@@ -47,3 +51,14 @@ def test_known_counts_only_facts_right_in_every_ask_and_probe_wording():
     assert tab["by_template"]["heldout0"]["new_entity"] == [2, 3] and tab["by_template"]["heldout0"]["update"] == [0, 0]
     text = hs.table(tab)
     assert "| heldout | 1/1 (1.000) | — | 3/6 (0.500) |" in text and "1/4 (0.250), 2 facts" in text
+
+
+def test_a_run_whose_checkpoints_are_gone_is_refused_naming_the_workdir(tmp_path):
+    hs = bench_script("heldout_storage")
+    cfg = load_config("tiny")
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps({"method": "sleep", "seed": 0, "days": 2, "config": cfg.model_dump(mode="json")}))
+    out = tmp_path / "out.json"
+    with pytest.raises(SystemExit, match=f"{tmp_path / 'gone'}: no cycle-2 checkpoint"):
+        hs.main([str(run), "--workdir", str(tmp_path / "gone"), "--json", str(out)])
+    assert not out.exists()

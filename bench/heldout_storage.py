@@ -28,7 +28,6 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from sleepcycle.config import Config  # noqa: E402
 from sleepcycle.evaluate import Question  # noqa: E402

@@ -265,8 +265,10 @@ class DistillConfig(Strict):
     (second base, seed 4, 32 a document). Questions for Seeding, Dreaming's pairs and tau alike. [ours] off:
     on the 5-day bench (default base, five seeds) `sleep-nodream` ACC +0.001 +- 0.009, multi-hop
     -0.029 +- 0.089; `sleep` ACC +0.014 +- 0.025, held-out +0.009 +- 0.009 (higher on 5 of 5), multi-hop
-    +0.034 +- 0.101; on a second pretrained base +0.012 / +0.013 ACC, held-out -0.011 / +0.002. A
-    candidate default once the ablations are rerun at it (bench/README.md, stop 33)."""
+    +0.034 +- 0.101; on a second pretrained base +0.012 / +0.013 ACC, held-out -0.011 / +0.002 (stop 33).
+    At stop 35's defaults, by a rule fixed before the runs (fresh seeds 5-9 of both bases), `sleep` with it
+    gains ACC +0.020 / +0.011 but held-out +0.000 / +0.011 and multi-hop +0.014 / -0.014: it stays off
+    (bench/README.md, stop 36)."""
     cover_answers: bool = True
     """[ours] Keep the drafts that cover a document's facts: the teacher answers every draft (its sample
     then serves as the item's teacher sample), and each document keeps its questions round-robin over

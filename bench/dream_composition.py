@@ -36,6 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
+from sleepcycle.bench import run_workdir  # noqa: E402
 from sleepcycle.config import Config  # noqa: E402
 from sleepcycle.evaluate import is_correct  # noqa: E402
 from sleepcycle.experts import load_checkpoint  # noqa: E402
@@ -179,7 +180,7 @@ def table(result: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path, nargs="?", help="a sleep-nodream (or sleep) bench run's JSON")
-    ap.add_argument("--workdir", type=Path, help="its checkpoints (default /tmp/sleepcycle-bench-METHOD-SEED)")
+    ap.add_argument("--workdir", type=Path, help="its checkpoints (default: the workdir the run recorded)")
     ap.add_argument("--summarise", nargs="+", type=Path, metavar="OUT", help="pool earlier --json outputs")
     ap.add_argument("--direct", nargs="+", metavar="[LABEL=]BASE", help="only these bases' direct accuracy")
     ap.add_argument("--md", type=Path, help="write the table here too")
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict:
         if a.run is None:
             ap.error("a bench run's JSON, or --summarise")
         run = json.loads(a.run.read_text())
-        workdir = a.workdir or Path(f"/tmp/sleepcycle-bench-{run['method']}-{run['seed']}")
+        workdir = a.workdir or run_workdir(run)
         world = World(Config(**run["config"]).world)
         base_dir = Path(run["champion"]["uri"])
         rng = random.Random(f"composition-{run['seed']}")

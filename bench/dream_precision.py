@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
+from sleepcycle.bench import run_workdir  # noqa: E402
 from sleepcycle.config import Config  # noqa: E402
 from sleepcycle.dream import Dream, verify  # noqa: E402
 from sleepcycle.experts import load_checkpoint  # noqa: E402
@@ -134,7 +135,7 @@ def table(result: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path, nargs="?", help="the bench run's JSON")
-    ap.add_argument("--workdir", type=Path, help="its checkpoints (default /tmp/sleepcycle-bench-METHOD-SEED)")
+    ap.add_argument("--workdir", type=Path, help="its checkpoints (default: the workdir the run recorded)")
     ap.add_argument("--summarise", nargs="+", type=Path, metavar="OUT", help="pool earlier --json outputs")
     ap.add_argument("--md", type=Path, help="write the table here too")
     ap.add_argument("--json", type=Path)
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
         if a.run is None:
             ap.error("a bench run's JSON, or --summarise")
         run = json.loads(a.run.read_text())
-        workdir = a.workdir or Path(f"/tmp/sleepcycle-bench-{run['method']}-{run['seed']}")
+        workdir = a.workdir or run_workdir(run)
         threshold = run["config"]["dream"].get("min_confidence")
         rows = checked(run, workdir)
         result = {

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
+from sleepcycle.bench import run_workdir  # noqa: E402
 from sleepcycle.config import Config  # noqa: E402
 from sleepcycle.evaluate import Question  # noqa: E402
 from sleepcycle.pretrain import Corpus  # noqa: E402
@@ -114,13 +114,13 @@ def table(tab: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path, help="the bench run's JSON")
-    ap.add_argument("--workdir", type=Path, help="its checkpoints (default $TMPDIR/sleepcycle-bench-METHOD-SEED)")
+    ap.add_argument("--workdir", type=Path, help="its checkpoints (default: the workdir the run recorded)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--md", type=Path)
     a = ap.parse_args(argv)
     run = json.loads(a.run.read_text())
     cfg, days = Config(**run["config"]), run["days"]
-    workdir = a.workdir or Path(os.environ.get("TMPDIR", "/tmp")) / f"sleepcycle-bench-{run['method']}-{run['seed']}"
+    workdir = a.workdir or run_workdir(run)
     ckpt = workdir / f"cycle-{days}" / "dreamed"
     ckpt = ckpt if ckpt.is_dir() else workdir / f"cycle-{days}" / "seeded"
     if not ckpt.is_dir():

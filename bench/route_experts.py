@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))
 
-from sleepcycle.bench import PROBE_KINDS, _accuracy_metrics, questions  # noqa: E402
+from sleepcycle.bench import PROBE_KINDS, _accuracy_metrics, questions, run_workdir  # noqa: E402
 from sleepcycle.config import Config  # noqa: E402
 from sleepcycle.experts import load_checkpoint  # noqa: E402
 from sleepcycle.pretrain import Corpus, confidence_texts  # noqa: E402
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("run", type=Path, nargs="?", help="the bench run's JSON")
     ap.add_argument("--summarise", nargs="+", type=Path, metavar="OUT", help="tabulate earlier --json outputs")
     ap.add_argument("--md", type=Path, help="with --summarise: write the table here too")
-    ap.add_argument("--workdir", type=Path, help="its checkpoints (default /tmp/sleepcycle-bench-METHOD-SEED)")
+    ap.add_argument("--workdir", type=Path, help="its checkpoints (default: the workdir the run recorded)")
     ap.add_argument(
         "--modes",
         nargs="+",
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     run = json.loads(a.run.read_text())
     cfg = Config(**run["config"])
     days, world = run["days"], World(cfg.world)
-    workdir = a.workdir or Path(f"/tmp/sleepcycle-bench-{run['method']}-{run['seed']}")
+    workdir = a.workdir or run_workdir(run)
     first = {"matrix": run["matrix"][0], **{k: run["matrices"][k][0] for k in PROBE_KINDS if k != "matrix"}}
     rows: dict[str, list[dict]] = {m: [first] for m in a.modes}  # row 0: the champion before any sleep
     kwargs = {"max_new_tokens": cfg.eval.max_new_tokens, "batch_size": cfg.eval.batch_size}

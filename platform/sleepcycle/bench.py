@@ -16,6 +16,7 @@ Methods
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -278,6 +279,23 @@ def machine() -> dict:
     }
 
 
+def default_workdir(cfg: Config, method: str, seed: int) -> Path:
+    """Where a run keeps its checkpoints unless told: ``$TMPDIR/sleepcycle-bench-METHOD-SEED-CONFIG``, the last
+    part a digest of the whole config, so that runs of one method and seed with different ``--set`` never
+    overwrite each other's checkpoints (before stop 36 they did, and an analysis of the earlier run read the
+    later one's weights). The result records it (``workdir``); `run_workdir` finds it again."""
+    digest = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:10]
+    return Path(os.environ.get("TMPDIR", "/tmp")) / f"sleepcycle-bench-{method}-{seed}-{digest}"
+
+
+def run_workdir(run: dict) -> Path:
+    """The checkpoints of a bench result: the ``workdir`` it recorded, or for a result written before stop 36
+    (which recorded none) ``$TMPDIR/sleepcycle-bench-METHOD-SEED``, where those runs kept them."""
+    if run.get("workdir"):
+        return Path(run["workdir"])
+    return Path(os.environ.get("TMPDIR", "/tmp")) / f"sleepcycle-bench-{run['method']}-{run['seed']}"
+
+
 def run_bench(
     cfg: Config,
     method: str,
@@ -298,7 +316,7 @@ def run_bench(
     model, tok = models.load(champion.uri)
     champion0, _ = models.load(champion.uri)
     world = World(cfg.world)
-    workdir = Path(workdir or Path(os.environ.get("TMPDIR", "/tmp")) / f"sleepcycle-bench-{method}-{seed}")
+    workdir = Path(workdir or default_workdir(cfg, method, seed))
     run = Run(
         cfg,
         world,
@@ -368,6 +386,7 @@ def run_bench(
         "in_context_ceilings_by_kind": by_kind,
         "budget": {"tokens_per_day": cfg.train.tokens_per_day, "days": day_stats},
         "champion": {"digest": champion.digest, "uri": champion.uri},
+        "workdir": str(workdir),
         "wall_clock_s": time.time() - t0,
         "machine": machine(),
     }

@@ -2,10 +2,11 @@
 metrics fit together (no number is asserted beyond its range: benchmarks are never tests)."""
 
 import math
+from pathlib import Path
 
 import pytest
 
-from sleepcycle.bench import PROBE_KINDS, run_bench
+from sleepcycle.bench import PROBE_KINDS, default_workdir, run_bench, run_workdir
 from sleepcycle.config import WorldConfig, load_config
 from sleepcycle.world import World
 
@@ -70,3 +71,16 @@ def test_a_sleep_method_routes_its_experts_and_reports_every_experts_row_beside(
 def test_a_method_without_experts_reports_no_second_row(result):
     assert result["routing"]["routed_rows"] == 0
     assert "all_experts" not in result["matrices"] and "metrics_all_experts" not in result
+
+
+def test_runs_that_differ_only_in_their_sets_keep_their_checkpoints_apart_and_the_result_says_where(
+    result, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    cfg, other = load_config("tiny"), load_config("tiny", ["distill.named_questions=true"])
+    assert default_workdir(cfg, "sleep", 0) == default_workdir(load_config("tiny"), "sleep", 0)
+    assert default_workdir(cfg, "sleep", 0) != default_workdir(other, "sleep", 0)
+    assert default_workdir(cfg, "sleep", 0).parent == tmp_path
+    assert run_workdir(result) == Path(result["workdir"]) and Path(result["workdir"]).name == "work"  # as given
+    # a result written before runs recorded their workdir: where those runs kept their checkpoints
+    assert run_workdir({"method": "sleep", "seed": 3}) == tmp_path / "sleepcycle-bench-sleep-3"

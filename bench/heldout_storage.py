@@ -16,7 +16,9 @@ Day-0 facts are kept only for people no wake document is about (routing answers 
 experts) and only where no update replaced them. Beside each group's rate in each wording the table gives
 the held-out rate of the facts the model answers in *every* ask and probe wording: what a fact it surely
 knows is read at in wordings it never saw. That separates "not stored" from "stored, but only readable in
-the wordings it was learnt in". Nothing is trained; about a minute per run on 2 CPU cores.
+the wordings it was learnt in". The wake days' held-out answers must equal the run's own `full_by_template`
+tally; if they do not, the checkpoint is not the run's and the script stops without writing anything.
+Nothing is trained; about a minute per run on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -135,13 +137,18 @@ def main(argv: list[str] | None = None) -> dict:
     for r, hit in zip(rows, hits):
         r["hit"] = int(hit)
     tab = tabulate(rows)
-    text = table(tab)
-    print(text, end="")
-    # the wake groups' held-out questions are the bench's full held-out set: the same answers, or say so
+    # the wake groups' held-out questions are the bench's full held-out set: the same answers, or these are
+    # not the run's weights (another run of the same method and seed wrote there since) and nothing is written
     full = run.get("full_by_template", {}).get("heldout")
     wake = [sum(tab["by_template"][t][g][i] for t in tab["by_template"] for g in GROUPS[2:]) for i in (0, 1)]
-    if full and wake != [sum(v[i] for v in full.values()) for i in (0, 1)]:
-        print(f"warning: {wake[0]}/{wake[1]} wake held-out right here, the run's full set says otherwise: {full}")
+    recorded = [sum(v[i] for v in full.values()) for i in (0, 1)] if full else wake
+    if wake != recorded:
+        sys.exit(
+            f"{ckpt}: answers {wake[0]}/{wake[1]} of the wake days' held-out probes where {a.run} recorded "
+            f"{recorded[0]}/{recorded[1]}: not this run's checkpoint"
+        )
+    text = table(tab)
+    print(text, end="")
     out = {"run": str(a.run), "method": run["method"], "seed": run["seed"], "checkpoint": str(ckpt), **tab}
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))

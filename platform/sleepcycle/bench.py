@@ -285,15 +285,18 @@ def default_workdir(cfg: Config, method: str, seed: int) -> Path:
     overwrite each other's checkpoints (before stop 36 they did, and an analysis of the earlier run read the
     later one's weights). The result records it (``workdir``); `run_workdir` finds it again."""
     digest = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:10]
-    return Path(os.environ.get("TMPDIR", "/tmp")) / f"sleepcycle-bench-{method}-{seed}-{digest}"
+    return _legacy_workdir(method, seed).with_name(f"{_legacy_workdir(method, seed).name}-{digest}")
 
 
 def run_workdir(run: dict) -> Path:
     """The checkpoints of a bench result: the ``workdir`` it recorded, or for a result written before stop 36
-    (which recorded none) ``$TMPDIR/sleepcycle-bench-METHOD-SEED``, where those runs kept them."""
-    if run.get("workdir"):
-        return Path(run["workdir"])
-    return Path(os.environ.get("TMPDIR", "/tmp")) / f"sleepcycle-bench-{run['method']}-{run['seed']}"
+    (which recorded none) where those runs kept them."""
+    return Path(run["workdir"]) if run.get("workdir") else _legacy_workdir(run["method"], run["seed"])
+
+
+def _legacy_workdir(method: str, seed: int) -> Path:
+    """``$TMPDIR/sleepcycle-bench-METHOD-SEED``: every run's default workdir before stop 36."""
+    return Path(os.environ.get("TMPDIR", "/tmp")) / f"sleepcycle-bench-{method}-{seed}"
 
 
 def run_bench(

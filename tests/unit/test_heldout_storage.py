@@ -2,6 +2,7 @@
 scoring itself is `routed_accuracy`, tested in test_routing; benchmarks are never tests)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -61,4 +62,31 @@ def test_a_run_whose_checkpoints_are_gone_is_refused_naming_the_workdir(tmp_path
     out = tmp_path / "out.json"
     with pytest.raises(SystemExit, match=f"{tmp_path / 'gone'}: no cycle-2 checkpoint"):
         hs.main([str(run), "--workdir", str(tmp_path / "gone"), "--json", str(out)])
+    assert not out.exists()
+
+
+def test_a_finished_run_is_scored_from_the_workdir_it_recorded_and_a_checkpoint_not_its_own_is_refused(
+    tmp_path, monkeypatch
+):
+    from sleepcycle.bench import run_bench
+
+    monkeypatch.setenv("SLEEPCYCLE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    hs = bench_script("heldout_storage")
+    result = run_bench(load_config("tiny"), "sleep-nodream", days=2, seed=0)
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps(result))
+    out = tmp_path / "out.json"
+    scored = hs.main([str(run), "--json", str(out)])
+    assert json.loads(out.read_text())["checkpoint"] == str(Path(result["workdir"]) / "cycle-2" / "seeded")
+    wake = [sum(c[g][i] for c in scored["by_template"].values() for g in hs.GROUPS[2:]) for i in (0, 1)]
+    full = result["full_by_template"]["heldout"]
+    assert wake == [sum(v[0] for v in full.values()), sum(v[1] for v in full.values())]
+    # the same workdir, but a record that does not match its weights (as when a later run overwrote them)
+    first = next(iter(full))
+    full[first] = [full[first][0] + 1, full[first][1]]
+    run.write_text(json.dumps(result))
+    out.unlink()
+    with pytest.raises(SystemExit, match="not this run's checkpoint"):
+        hs.main([str(run), "--json", str(out)])
     assert not out.exists()
